@@ -1,0 +1,349 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// Version is the broker's version, reported by `nats micro info`.
+const Version = "0.1.0"
+
+// purgeMarkerTTL is how long the marker of a purged key stays in the bucket.
+const purgeMarkerTTL = time.Second
+
+// Broker is the slotbroker service on one NATS connection. Create it with
+// New, then Start it; Stop drains it. A Broker is safe for concurrent use.
+type Broker struct {
+	nc   *nats.Conn
+	opts options
+	subj messages.Subjects
+	log  *slog.Logger
+	now  func() time.Time
+
+	js        jetstream.JetStream
+	kv        jetstream.KeyValue
+	kvSubject string
+	svc       micro.Service
+
+	mu       sync.Mutex
+	st       *state
+	wakers   map[string]*time.Timer
+	started  bool
+	stopped  bool
+	inflight sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// New returns a Broker that will serve on nc. It checks the options; Start
+// opens the bucket and begins serving.
+func New(nc *nats.Conn, opts ...Option) (*Broker, error) {
+	if nc == nil {
+		return nil, configErr("nats connection is nil")
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	gen := nuid.New()
+	var genMu sync.Mutex
+	newID := func() string {
+		genMu.Lock()
+		defer genMu.Unlock()
+		return gen.Next()
+	}
+	return &Broker{
+		nc: nc, opts: o, subj: messages.NewSubjects(o.prefix), log: o.log, now: time.Now,
+		st: newState(o.ttl, newID), wakers: map[string]*time.Timer{},
+	}, nil
+}
+
+// Subjects returns the subjects the broker serves.
+func (b *Broker) Subjects() messages.Subjects { return b.subj }
+
+// Start opens (or creates) the bucket, rebuilds the state from it, pushes the
+// grants that were not yet accepted, and registers the micro service.
+func (b *Broker) Start(ctx context.Context) error {
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return ErrStopped
+	}
+	if b.started {
+		b.mu.Unlock()
+		return nil
+	}
+	b.started = true
+	b.mu.Unlock()
+
+	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(1<<16))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	b.js = js
+	storage := jetstream.FileStorage
+	if b.opts.memory {
+		storage = jetstream.MemoryStorage
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: b.opts.bucket, Description: "slotbroker limits, leases and waiters", History: 1,
+		Storage: storage, Replicas: b.opts.replicas, LimitMarkerTTL: purgeMarkerTTL,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: open bucket %q: %v (is JetStream enabled on the server?)", ErrStore, b.opts.bucket, err)
+	}
+	b.kv = kv
+	b.kvSubject = "$KV." + b.opts.bucket + "."
+	if err := b.load(ctx); err != nil {
+		return err
+	}
+	if err := b.serve(); err != nil {
+		return err
+	}
+	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket)
+	return nil
+}
+
+// Stop stops taking requests, waits for the ones in flight and for pending
+// writes, and stops the timers. Leases and waiters stay in the bucket for the
+// next Start. Stop is safe to call more than once.
+func (b *Broker) Stop() error {
+	var err error
+	b.stopOnce.Do(func() {
+		b.mu.Lock()
+		b.stopped = true
+		b.mu.Unlock()
+		if b.svc != nil {
+			err = b.svc.Stop()
+		}
+		b.inflight.Wait()
+		b.mu.Lock()
+		for _, l := range b.st.leases {
+			if l.timer != nil {
+				l.timer.Stop()
+			}
+		}
+		for _, t := range b.wakers {
+			t.Stop()
+		}
+		b.mu.Unlock()
+		if b.js != nil {
+			select {
+			case <-b.js.PublishAsyncComplete():
+			case <-time.After(5 * time.Second):
+				err = errors.Join(err, fmt.Errorf("%w: pending writes not acknowledged within 5s", ErrStore))
+			}
+		}
+	})
+	return err
+}
+
+// begin registers work in flight; it fails once Stop has begun.
+func (b *Broker) begin() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return false
+	}
+	b.inflight.Add(1)
+	return true
+}
+
+// batch is the effects of one state change with their pending writes.
+type batch struct {
+	fx   *effects
+	futs []jetstream.PubAckFuture
+	err  error
+}
+
+// applyLocked sends the effects' writes (in order, without waiting) and
+// sets timers. b.mu must be held.
+func (b *Broker) applyLocked(fx *effects) *batch {
+	bt := &batch{fx: fx}
+	for _, op := range fx.ops {
+		m := nats.NewMsg(b.kvSubject + op.key)
+		var opts []jetstream.PublishOpt
+		if op.val != nil {
+			m.Data = op.val
+		} else {
+			m.Header.Set("KV-Operation", "PURGE")
+			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+			opts = append(opts, jetstream.WithMsgTTL(purgeMarkerTTL))
+		}
+		f, err := b.js.PublishMsgAsync(m, opts...)
+		if err != nil {
+			bt.err = err
+			continue
+		}
+		bt.futs = append(bt.futs, f)
+	}
+	now := b.now()
+	for _, l := range fx.disarm {
+		if l.timer != nil {
+			l.timer.Stop()
+			l.timer = nil
+		}
+	}
+	for _, l := range fx.arm {
+		if _, live := b.st.leases[l.id]; !live {
+			continue
+		}
+		d := l.expires.Sub(now)
+		if l.timer == nil {
+			id := l.id
+			l.timer = time.AfterFunc(d, func() { b.onExpire(id) })
+		} else {
+			l.timer.Reset(d)
+		}
+	}
+	for _, name := range dedupe(fx.wake) {
+		b.setWaker(now, name)
+	}
+	return bt
+}
+
+// setWaker (re)arms the decay timer of a limit whose head waits for decay.
+func (b *Broker) setWaker(now time.Time, name string) {
+	at := b.st.wakeAt(now, name)
+	t := b.wakers[name]
+	if at.IsZero() {
+		if t != nil {
+			t.Stop()
+			delete(b.wakers, name)
+		}
+		return
+	}
+	d := at.Sub(now)
+	if t != nil {
+		t.Reset(d)
+		return
+	}
+	b.wakers[name] = time.AfterFunc(d, func() { b.onWake(name) })
+}
+
+// finish waits for the batch's writes, records fencing tokens, then
+// publishes events and pushes grants and failures. It returns the first
+// write error.
+func (b *Broker) finish(bt *batch) error {
+	err := bt.err
+	for i, f := range bt.futs {
+		select {
+		case ack := <-f.Ok():
+			if l := b.tokenOwner(bt, i); l != nil {
+				b.mu.Lock()
+				if l.token == 0 {
+					l.token = ack.Sequence
+				}
+				b.mu.Unlock()
+			}
+		case e := <-f.Err():
+			err = errors.Join(err, e)
+		}
+	}
+	if err != nil {
+		b.log.Error("bucket write failed", "err", err)
+	}
+	for _, ev := range bt.fx.events {
+		if data, e := messages.Marshal(messages.JSON, ev); e == nil {
+			_ = b.nc.Publish(b.subj.Event(ev.Limit, ev.Kind), data)
+		}
+	}
+	for _, g := range bt.fx.grants {
+		b.inflight.Add(1)
+		go b.pushGrant(g)
+	}
+	for _, f := range bt.fx.fails {
+		b.pushFailure(f)
+	}
+	return err
+}
+
+// tokenOwner maps the i-th future back to its op's lease (futures skip failed publishes).
+func (b *Broker) tokenOwner(bt *batch, i int) *lease {
+	if bt.err != nil || i >= len(bt.fx.ops) {
+		return nil
+	}
+	return bt.fx.ops[i].tokenFor
+}
+
+// change runs fn on the state under the lock and applies its effects; the
+// caller must finish the returned batch.
+func (b *Broker) change(fn func(now time.Time, fx *effects)) *batch {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	fx := &effects{}
+	fn(b.now(), fx)
+	return b.applyLocked(fx)
+}
+
+func (b *Broker) onExpire(id string) {
+	if !b.begin() {
+		return
+	}
+	defer b.inflight.Done()
+	_ = b.finish(b.change(func(now time.Time, fx *effects) {
+		if b.st.expire(now, id, fx) {
+			b.log.Info("lease expired", "lease", id)
+		}
+	}))
+}
+
+func (b *Broker) onWake(name string) {
+	if !b.begin() {
+		return
+	}
+	defer b.inflight.Done()
+	_ = b.finish(b.change(func(now time.Time, fx *effects) {
+		b.st.dispatch(now, fx, name)
+		fx.wake = append(fx.wake, name)
+	}))
+}
+
+// pushGrant sends a grant to its waiter as a request and settles it by the
+// answer: accepted, or given back when declined, unanswered or undeliverable.
+func (b *Broker) pushGrant(g pushedGrant) {
+	defer b.inflight.Done()
+	b.mu.Lock()
+	msg := messages.Grant{WaitID: g.w.id}
+	if g.lease != nil {
+		msg.Lease = g.lease.grant()
+	}
+	b.mu.Unlock()
+	accepted := false
+	if data, err := messages.Marshal(g.w.enc, msg); err == nil {
+		if resp, err := b.nc.Request(g.w.notify, data, b.opts.grantTimeout); err == nil {
+			var ack messages.GrantAck
+			_, derr := messages.Decode(resp.Data, &ack)
+			accepted = derr == nil && ack.Accept
+		} else {
+			b.log.Info("grant not delivered; passing the slots on", "wait", g.w.id, "err", err)
+		}
+	}
+	_ = b.finish(b.change(func(now time.Time, fx *effects) {
+		if accepted {
+			b.st.accept(now, g.w.id, fx)
+		} else {
+			b.st.refuse(now, g.w.id, fx)
+		}
+	}))
+}
+
+// pushFailure tells a waiter its acquisition failed; it needs no answer.
+func (b *Broker) pushFailure(f failedWait) {
+	data, err := messages.Marshal(f.w.enc, messages.Grant{WaitID: f.w.id, Error: f.err})
+	if err == nil {
+		_ = b.nc.Publish(f.w.notify, data)
+	}
+}

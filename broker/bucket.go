@@ -1,0 +1,85 @@
+package broker
+
+import (
+	"math"
+	"time"
+)
+
+// bucket is the decay state of a rate limit, kept as GCRA keeps it: tat is the
+// moment the bucket will be empty. At time t it holds (tat-t)*d slots, so
+// decay is continuous and exact to the nanosecond; no write resets it and no
+// rounding drops partial progress.
+type bucket struct {
+	tat time.Time
+}
+
+// level is the (fractional) number of undecayed slots at now.
+func (b bucket) level(now time.Time, decay float64) float64 {
+	if decay <= 0 || !b.tat.After(now) {
+		return 0
+	}
+	return b.tat.Sub(now).Seconds() * decay
+}
+
+// occupied is level rounded up: a partly decayed slot is still occupied.
+func (b bucket) occupied(now time.Time, decay float64) int {
+	return int(math.Ceil(b.level(now, decay) - 1e-9))
+}
+
+// fits tells whether occupy slots fit in room slots (limit minus held) now.
+func (b bucket) fits(now time.Time, decay float64, room, occupy int) bool {
+	if occupy > room {
+		return false
+	}
+	return b.level(now, decay) <= float64(room-occupy)+1e-9
+}
+
+// fitsAt is the earliest time occupy slots fit in room, or the zero time when
+// they never will without a release (occupy > room).
+func (b bucket) fitsAt(now time.Time, decay float64, room, occupy int) time.Time {
+	if occupy > room {
+		return time.Time{}
+	}
+	if decay <= 0 {
+		return now
+	}
+	t := b.tat.Add(-seconds(float64(room-occupy) / decay))
+	if t.Before(now) {
+		return now
+	}
+	return t
+}
+
+// add puts n slots in the bucket at now.
+func (b *bucket) add(now time.Time, decay float64, n int) {
+	if decay <= 0 {
+		return
+	}
+	start := b.tat
+	if start.Before(now) {
+		start = now
+	}
+	b.tat = start.Add(seconds(float64(n) / decay))
+}
+
+// remove takes n slots out again (an admission given back).
+func (b *bucket) remove(decay float64, n int) {
+	if decay <= 0 || b.tat.IsZero() {
+		return
+	}
+	b.tat = b.tat.Add(-seconds(float64(n) / decay))
+}
+
+// rescale keeps the bucket's level when the decay rate changes at now.
+func (b *bucket) rescale(now time.Time, oldDecay, newDecay float64) {
+	lvl := b.level(now, oldDecay)
+	if lvl <= 0 || newDecay <= 0 {
+		if newDecay <= 0 {
+			b.tat = time.Time{}
+		}
+		return
+	}
+	b.tat = now.Add(seconds(lvl / newDecay))
+}
+
+func seconds(s float64) time.Duration { return time.Duration(math.Round(s * float64(time.Second))) }

@@ -1,0 +1,122 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// Defaults of the options.
+const (
+	DefaultLeaseTTL     = 30 * time.Second
+	DefaultMinLeaseTTL  = time.Second
+	DefaultMaxLeaseTTL  = 24 * time.Hour
+	DefaultGrantTimeout = 2 * time.Second
+)
+
+type options struct {
+	prefix       string
+	bucket       string
+	replicas     int
+	ttl          ttlBounds
+	grantTimeout time.Duration
+	log          *slog.Logger
+	memory       bool
+}
+
+func defaultOptions() options {
+	return options{
+		prefix:       messages.DefaultPrefix,
+		bucket:       messages.DefaultBucket,
+		replicas:     1,
+		ttl:          ttlBounds{def: DefaultLeaseTTL, min: DefaultMinLeaseTTL, max: DefaultMaxLeaseTTL},
+		grantTimeout: DefaultGrantTimeout,
+		log:          slog.New(slog.DiscardHandler),
+	}
+}
+
+// Option configures a Broker. Options check their argument and New reports
+// the first bad one wrapped in ErrConfig.
+type Option func(*options) error
+
+func configErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+}
+
+// WithPrefix sets the first token of every subject (default "slotbroker").
+func WithPrefix(prefix string) Option {
+	return func(o *options) error {
+		if e := messages.ValidateName(prefix); e != nil {
+			return configErr("prefix %q: use letters, digits, '-', '_' or '=' (one subject token)", prefix)
+		}
+		o.prefix = prefix
+		return nil
+	}
+}
+
+// WithBucket sets the JetStream key-value bucket (default "slotbroker").
+func WithBucket(bucket string) Option {
+	return func(o *options) error {
+		if e := messages.ValidateName(bucket); e != nil {
+			return configErr("bucket %q: use letters, digits, '-' or '_'", bucket)
+		}
+		o.bucket = bucket
+		return nil
+	}
+}
+
+// WithReplicas sets the bucket's replica count on a clustered JetStream (1 to 5).
+func WithReplicas(n int) Option {
+	return func(o *options) error {
+		if n < 1 || n > 5 {
+			return configErr("replicas %d: give 1 to 5", n)
+		}
+		o.replicas = n
+		return nil
+	}
+}
+
+// WithLeaseTTL sets the default lease TTL and the bounds a caller may ask for.
+func WithLeaseTTL(def, min, max time.Duration) Option {
+	return func(o *options) error {
+		if min < time.Second || min > def || def > max {
+			return configErr("lease ttl bounds min=%v default=%v max=%v: need 1s <= min <= default <= max", min, def, max)
+		}
+		o.ttl = ttlBounds{def: def, min: min, max: max}
+		return nil
+	}
+}
+
+// WithGrantTimeout bounds how long a pushed grant waits for the waiter's
+// acceptance before the slots go to the next waiter (default 2 s).
+func WithGrantTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return configErr("grant timeout %v: give a positive duration", d)
+		}
+		o.grantTimeout = d
+		return nil
+	}
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			return configErr("logger is nil")
+		}
+		o.log = l
+		return nil
+	}
+}
+
+// WithMemoryStorage keeps the bucket in memory instead of on disk (for tests
+// and benchmarks that want no durability).
+func WithMemoryStorage() Option {
+	return func(o *options) error {
+		o.memory = true
+		return nil
+	}
+}

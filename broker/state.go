@@ -1,0 +1,153 @@
+package broker
+
+import (
+	"container/list"
+	"time"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// lease is a grant of occupy slots on names.
+type lease struct {
+	id       string
+	names    []string
+	occupy   int
+	holder   string
+	ttl      time.Duration
+	acquired time.Time
+	expires  time.Time
+	token    uint64
+	waitID   string
+	notify   string
+	enc      messages.Encoding
+	// pending: granted from the queue, the waiter has not accepted it yet.
+	pending bool
+	timer   *time.Timer
+}
+
+// waiter is a queued acquisition, in the queue of each of its names.
+type waiter struct {
+	id     string
+	names  []string
+	occupy int
+	holder string
+	ttl    time.Duration
+	since  time.Time
+	notify string
+	enc    messages.Encoding
+	rate   bool
+	elems  map[string]*list.Element
+	// granted: admitted (rate waiters), the waiter has not accepted yet.
+	granted bool
+}
+
+// limitState is one limit's configuration and live bookkeeping.
+type limitState struct {
+	cfg    messages.Limit
+	held   int
+	leases map[string]*lease
+	queue  *list.List
+	denied int64
+	bucket bucket
+}
+
+// state is the broker's whole in-memory bookkeeping. It is not safe for
+// concurrent use: the Broker guards it with a mutex. Every method that
+// changes something records what must be persisted, pushed and published in
+// an effects value.
+type state struct {
+	limits  map[string]*limitState
+	leases  map[string]*lease
+	waiters map[string]*waiter
+	// byWait finds the lease (or admitted rate waiter) of an acquisition by its wait id.
+	byWait map[string]*lease
+	ttl    ttlBounds
+	newID  func() string
+}
+
+type ttlBounds struct {
+	def, min, max time.Duration
+}
+
+func newState(ttl ttlBounds, newID func() string) *state {
+	return &state{
+		limits:  map[string]*limitState{},
+		leases:  map[string]*lease{},
+		waiters: map[string]*waiter{},
+		byWait:  map[string]*lease{},
+		ttl:     ttl,
+		newID:   newID,
+	}
+}
+
+func newLimitState(cfg messages.Limit) *limitState {
+	return &limitState{cfg: cfg, leases: map[string]*lease{}, queue: list.New()}
+}
+
+// kvOp is one write to the bucket: a put when val is set, a purge otherwise.
+type kvOp struct {
+	key string
+	val []byte
+	// tokenFor is the lease whose fencing token is the revision of this put.
+	tokenFor *lease
+}
+
+// pushedGrant is a grant to push to a waiter once the effects are persisted.
+type pushedGrant struct {
+	w     *waiter
+	lease *lease // nil for a rate admission
+}
+
+// failedWait is a waiter to tell that its acquisition failed.
+type failedWait struct {
+	w   *waiter
+	err *messages.Error
+}
+
+// effects collects what a state change requires of the outside world.
+type effects struct {
+	ops    []kvOp
+	grants []pushedGrant
+	fails  []failedWait
+	events []messages.Event
+	arm    []*lease
+	disarm []*lease
+	// wake lists limits whose decay timer must be recomputed.
+	wake []string
+}
+
+func (fx *effects) put(key string, val []byte) { fx.ops = append(fx.ops, kvOp{key: key, val: val}) }
+func (fx *effects) purge(key string)           { fx.ops = append(fx.ops, kvOp{key: key}) }
+
+func (fx *effects) event(now time.Time, kind, limit string, l *lease, available int) {
+	ev := messages.Event{Kind: kind, Limit: limit, Available: available, At: now}
+	if l != nil {
+		ev.LeaseID, ev.Occupy, ev.Holder, ev.Token = l.id, l.occupy, l.holder, l.token
+	}
+	fx.events = append(fx.events, ev)
+}
+
+// free is the number of slots that can be granted now.
+func (ls *limitState) free(now time.Time) int {
+	f := ls.cfg.Limit - ls.held - ls.bucket.occupied(now, ls.cfg.SlotDecayPerSecond)
+	if f < 0 {
+		return 0
+	}
+	return f
+}
+
+// hasRoom tells whether occupy more slots fit now.
+func (ls *limitState) hasRoom(now time.Time, occupy int) bool {
+	return ls.bucket.fits(now, ls.cfg.SlotDecayPerSecond, ls.cfg.Limit-ls.held, occupy)
+}
+
+// activeSlots is held slots plus undecayed rate slots.
+func (ls *limitState) activeSlots(now time.Time) int {
+	return ls.held + ls.bucket.occupied(now, ls.cfg.SlotDecayPerSecond)
+}
+
+// headIs tells whether w is first in this limit's queue.
+func (ls *limitState) headIs(w *waiter) bool {
+	f := ls.queue.Front()
+	return f != nil && f.Value.(*waiter) == w
+}

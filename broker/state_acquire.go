@@ -1,0 +1,454 @@
+package broker
+
+import (
+	"container/list"
+	"math"
+	"time"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// maxIDLen bounds client-chosen wait ids.
+const maxIDLen = 64
+
+// acquireResult is what acquire decided; lease is set for an immediate grant.
+type acquireResult struct {
+	reply messages.AcquireReply
+	lease *lease
+}
+
+// acquire handles an AcquireRequest on the subject's limit primary.
+func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequest, enc messages.Encoding, fx *effects) acquireResult {
+	fail := func(e *messages.Error) acquireResult { return acquireResult{reply: messages.AcquireReply{Error: e}} }
+
+	names := dedupe(append([]string{primary}, req.Names...))
+	for _, n := range names {
+		if e := messages.ValidateName(n); e != nil {
+			return fail(e)
+		}
+	}
+	if req.Occupy <= 0 {
+		return fail(messages.Errorf(messages.CodeInvalidOccupy, "occupy is %d: ask for at least 1 slot", req.Occupy))
+	}
+	ttl, e := s.ttl.resolve(req.TTLMillis)
+	if e != nil {
+		return fail(e)
+	}
+	if req.WaitID != "" {
+		if e := validateID("wait_id", req.WaitID); e != nil {
+			return fail(e)
+		}
+		if r, ok := s.retried(now, req.WaitID, fx); ok {
+			return acquireResult{reply: r}
+		}
+	}
+
+	var reply messages.AcquireReply
+	var enforced []*limitState
+	for _, n := range names {
+		ls := s.limits[n]
+		switch {
+		case ls == nil && req.Strict:
+			return fail(messages.Errorf(messages.CodeNotFound, "limit %q does not exist: create it first (strict mode)", n))
+		case ls == nil:
+			reply.Missing = append(reply.Missing, n)
+		case !ls.cfg.Active && req.Strict:
+			return fail(messages.Errorf(messages.CodeInactive, "limit %q is inactive: enable it or acquire without strict mode", n))
+		case !ls.cfg.Active:
+			reply.Inactive = append(reply.Inactive, n)
+		default:
+			enforced = append(enforced, ls)
+		}
+	}
+	for _, ls := range enforced {
+		if req.Occupy > ls.cfg.Limit {
+			return fail(messages.Errorf(messages.CodeInvalidOccupy, "occupy %d is greater than limit %q's %d slots: it could never be granted", req.Occupy, ls.cfg.Name, ls.cfg.Limit))
+		}
+		if req.Rate && ls.cfg.SlotDecayPerSecond <= 0 {
+			return fail(messages.Errorf(messages.CodeNotRateLimit, "limit %q has no slot decay: only limits with slot_decay_per_second > 0 can be used for rate limiting", ls.cfg.Name))
+		}
+	}
+	reply.Status = messages.StatusGranted
+	if len(enforced) == 0 {
+		return acquireResult{reply: reply}
+	}
+
+	enforcedNames := make([]string, len(enforced))
+	ready := true
+	for i, ls := range enforced {
+		enforcedNames[i] = ls.cfg.Name
+		if ls.queue.Len() > 0 || !ls.hasRoom(now, req.Occupy) {
+			ready = false
+		}
+	}
+	if ready {
+		if req.Rate {
+			s.admit(now, enforced, req.Occupy, req.Holder, fx)
+			return acquireResult{reply: reply}
+		}
+		l := s.newLease(now, enforcedNames, req.Occupy, req.Holder, ttl, req.WaitID)
+		fx.put(leaseKey(l.id), l.record())
+		fx.ops[len(fx.ops)-1].tokenFor = l
+		fx.arm = append(fx.arm, l)
+		reply.Lease = l.grant()
+		return acquireResult{reply: reply, lease: l}
+	}
+	if req.Try || req.Notify == "" {
+		for _, ls := range enforced {
+			ls.denied += int64(req.Occupy)
+		}
+		return fail(noSlotsError(now, enforced, req.Occupy))
+	}
+	if req.WaitID == "" {
+		req.WaitID = s.newID()
+	}
+	w := &waiter{id: req.WaitID, names: enforcedNames, occupy: req.Occupy, holder: req.Holder, ttl: ttl, since: now,
+		notify: req.Notify, enc: enc, rate: req.Rate}
+	s.enqueue(w)
+	fx.put(waiterKey(w.id), w.record())
+	fx.wake = append(fx.wake, enforcedNames...)
+	reply.Status = messages.StatusQueued
+	reply.Position = enforced[0].queue.Len()
+	return acquireResult{reply: reply}
+}
+
+// retried answers a request whose wait id the broker already knows.
+func (s *state) retried(now time.Time, waitID string, fx *effects) (messages.AcquireReply, bool) {
+	if w := s.waiters[waitID]; w != nil {
+		if w.granted {
+			s.accept(now, waitID, fx)
+			return messages.AcquireReply{Status: messages.StatusGranted}, true
+		}
+		return messages.AcquireReply{Status: messages.StatusQueued, Position: s.position(w)}, true
+	}
+	if l := s.byWait[waitID]; l != nil {
+		s.accept(now, waitID, fx)
+		return messages.AcquireReply{Status: messages.StatusGranted, Lease: l.grant()}, true
+	}
+	return messages.AcquireReply{}, false
+}
+
+func noSlotsError(now time.Time, enforced []*limitState, occupy int) *messages.Error {
+	for _, ls := range enforced {
+		if ls.queue.Len() > 0 || !ls.hasRoom(now, occupy) {
+			return messages.Errorf(messages.CodeNoSlots, "limit %q has %d of %d slots free and %d waiting; %d requested",
+				ls.cfg.Name, ls.free(now), ls.cfg.Limit, ls.queue.Len(), occupy)
+		}
+	}
+	return messages.Errorf(messages.CodeNoSlots, "no slots")
+}
+
+func (b ttlBounds) resolve(ms int64) (time.Duration, *messages.Error) {
+	if ms == 0 {
+		return b.def, nil
+	}
+	d := time.Duration(ms) * time.Millisecond
+	if ms < 0 || d < b.min || d > b.max {
+		return 0, messages.Errorf(messages.CodeInvalidArgument, "lease ttl %v is out of range: give between %v and %v (or 0 for the default %v)",
+			d, b.min, b.max, b.def)
+	}
+	return d, nil
+}
+
+func validateID(field, id string) *messages.Error {
+	if len(id) > maxIDLen {
+		return messages.Errorf(messages.CodeBadRequest, "%s is longer than %d bytes", field, maxIDLen)
+	}
+	if e := messages.ValidateName(id); e != nil {
+		return messages.Errorf(messages.CodeBadRequest, "%s %q: use only letters, digits, '-', '_' or '='", field, id)
+	}
+	return nil
+}
+
+func dedupe(names []string) []string {
+	out := names[:0:0]
+	seen := make(map[string]bool, len(names))
+	for _, n := range names {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (s *state) newLease(now time.Time, names []string, occupy int, holder string, ttl time.Duration, waitID string) *lease {
+	l := &lease{id: s.newID(), names: names, occupy: occupy, holder: holder, ttl: ttl, acquired: now,
+		expires: now.Add(ttl), waitID: waitID}
+	s.leases[l.id] = l
+	if waitID != "" {
+		s.byWait[waitID] = l
+	}
+	for _, n := range names {
+		ls := s.limits[n]
+		ls.held += occupy
+		ls.leases[l.id] = l
+	}
+	return l
+}
+
+// admit takes occupy slots of rate on each limit; they decay, nobody releases them.
+func (s *state) admit(now time.Time, limits []*limitState, occupy int, holder string, fx *effects) {
+	for _, ls := range limits {
+		ls.bucket.add(now, ls.cfg.SlotDecayPerSecond, occupy)
+		fx.put(limitKey(ls.cfg.Name), ls.record())
+		fx.events = append(fx.events, messages.Event{Kind: messages.EventAdmitted, Limit: ls.cfg.Name, Occupy: occupy,
+			Holder: holder, Available: ls.free(now), At: now})
+	}
+}
+
+func (s *state) enqueue(w *waiter) {
+	s.waiters[w.id] = w
+	w.elems = make(map[string]*list.Element, len(w.names))
+	for _, n := range w.names {
+		w.elems[n] = s.limits[n].queue.PushBack(w)
+	}
+}
+
+// unqueue takes w out of every queue it is in.
+func (s *state) unqueue(w *waiter) {
+	for n, e := range w.elems {
+		if ls := s.limits[n]; ls != nil {
+			ls.queue.Remove(e)
+		}
+	}
+	w.elems = nil
+}
+
+// position is w's 1-based place in the queue of its first limit.
+func (s *state) position(w *waiter) int {
+	if len(w.names) == 0 {
+		return 0
+	}
+	i := 1
+	for e := s.limits[w.names[0]].queue.Front(); e != nil; e = e.Next() {
+		if e.Value.(*waiter) == w {
+			return i
+		}
+		i++
+	}
+	return 0
+}
+
+// dispatch grants the heads of the queues of names while they fit: strict
+// FIFO per limit, and a waiter on several limits only when it heads all of
+// them. It touches only queue heads, so its cost does not grow with queues.
+func (s *state) dispatch(now time.Time, fx *effects, names ...string) {
+	work := append([]string(nil), names...)
+	for len(work) > 0 {
+		n := work[len(work)-1]
+		work = work[:len(work)-1]
+		ls := s.limits[n]
+		if ls == nil {
+			continue
+		}
+		for {
+			f := ls.queue.Front()
+			if f == nil {
+				break
+			}
+			w := f.Value.(*waiter)
+			if !s.canGrant(now, w) {
+				fx.wake = append(fx.wake, w.names...)
+				break
+			}
+			s.grantWaiter(now, w, fx)
+			for _, o := range w.names {
+				if o != n {
+					work = append(work, o)
+				}
+			}
+		}
+	}
+}
+
+func (s *state) canGrant(now time.Time, w *waiter) bool {
+	for _, n := range w.names {
+		ls := s.limits[n]
+		if !ls.headIs(w) || !ls.hasRoom(now, w.occupy) {
+			return false
+		}
+	}
+	return true
+}
+
+// grantWaiter admits w. Its stored record stays until it accepts, so that a
+// restarted broker pushes the grant again.
+func (s *state) grantWaiter(now time.Time, w *waiter, fx *effects) {
+	s.unqueue(w)
+	if w.rate {
+		w.granted = true
+		limits := make([]*limitState, len(w.names))
+		for i, n := range w.names {
+			limits[i] = s.limits[n]
+		}
+		s.admit(now, limits, w.occupy, w.holder, fx)
+		fx.grants = append(fx.grants, pushedGrant{w: w})
+		return
+	}
+	delete(s.waiters, w.id)
+	l := s.newLease(now, w.names, w.occupy, w.holder, w.ttl, w.id)
+	l.pending, l.notify, l.enc = true, w.notify, w.enc
+	fx.put(leaseKey(l.id), l.record())
+	fx.ops[len(fx.ops)-1].tokenFor = l
+	fx.arm = append(fx.arm, l)
+	fx.grants = append(fx.grants, pushedGrant{w: w, lease: l})
+	for _, n := range l.names {
+		fx.event(now, messages.EventAcquired, n, l, s.limits[n].free(now))
+	}
+}
+
+// accept records that the waiter of waitID took its grant.
+func (s *state) accept(now time.Time, waitID string, fx *effects) {
+	if w := s.waiters[waitID]; w != nil && w.granted {
+		delete(s.waiters, waitID)
+		fx.purge(waiterKey(waitID))
+		return
+	}
+	if l := s.byWait[waitID]; l != nil && l.pending {
+		l.pending = false
+		fx.purge(waiterKey(waitID))
+	}
+}
+
+// refuse gives back the grant of waitID: the waiter declined it, or is gone.
+func (s *state) refuse(now time.Time, waitID string, fx *effects) {
+	if w := s.waiters[waitID]; w != nil && w.granted {
+		delete(s.waiters, waitID)
+		fx.purge(waiterKey(waitID))
+		for _, n := range w.names {
+			if ls := s.limits[n]; ls != nil {
+				ls.bucket.remove(ls.cfg.SlotDecayPerSecond, w.occupy)
+				fx.put(limitKey(n), ls.record())
+			}
+		}
+		s.dispatch(now, fx, w.names...)
+		return
+	}
+	if l := s.byWait[waitID]; l != nil && l.pending {
+		s.dropLease(now, l, messages.EventReleased, fx)
+	}
+}
+
+// cancel withdraws the acquisition waitID.
+func (s *state) cancel(now time.Time, waitID string, fx *effects) messages.CancelReply {
+	if w := s.waiters[waitID]; w != nil {
+		if w.granted {
+			s.refuse(now, waitID, fx)
+			return messages.CancelReply{Cancelled: true}
+		}
+		s.unqueue(w)
+		delete(s.waiters, waitID)
+		fx.purge(waiterKey(waitID))
+		s.dispatch(now, fx, w.names...)
+		return messages.CancelReply{Cancelled: true}
+	}
+	if l := s.byWait[waitID]; l != nil {
+		g := l.grant()
+		s.dropLease(now, l, messages.EventReleased, fx)
+		return messages.CancelReply{Lease: g}
+	}
+	return messages.CancelReply{}
+}
+
+// release ends a lease; an unknown lease is not an error.
+func (s *state) release(now time.Time, id string, fx *effects) messages.ReleaseReply {
+	l := s.leases[id]
+	if l == nil {
+		return messages.ReleaseReply{Reason: "lease is unknown: it was already released, expired or voided"}
+	}
+	s.dropLease(now, l, messages.EventReleased, fx)
+	return messages.ReleaseReply{Released: true}
+}
+
+// expire ends a lease whose deadline has passed; it reports whether it did.
+func (s *state) expire(now time.Time, id string, fx *effects) bool {
+	l := s.leases[id]
+	if l == nil || now.Before(l.expires) {
+		return false
+	}
+	s.dropLease(now, l, messages.EventExpired, fx)
+	return true
+}
+
+// renew extends a lease by ttl from now.
+func (s *state) renew(now time.Time, id string, ttlMillis int64, fx *effects) messages.RenewReply {
+	l := s.leases[id]
+	if l == nil {
+		return messages.RenewReply{Error: messages.Errorf(messages.CodeLeaseNotFound, "lease %q is not held: it expired, was released or its limit was deleted", id)}
+	}
+	if ttlMillis != 0 {
+		ttl, e := s.ttl.resolve(ttlMillis)
+		if e != nil {
+			return messages.RenewReply{Error: e}
+		}
+		l.ttl = ttl
+	}
+	l.expires = now.Add(l.ttl)
+	fx.put(leaseKey(l.id), l.record())
+	fx.arm = append(fx.arm, l)
+	return messages.RenewReply{ExpiresAt: l.expires, TTLMillis: l.ttl.Milliseconds()}
+}
+
+// dropLease removes a lease, frees its slots (into the decay bucket on a rate
+// limit) and grants the queues' heads.
+func (s *state) dropLease(now time.Time, l *lease, kind string, fx *effects) {
+	delete(s.leases, l.id)
+	if l.waitID != "" && s.byWait[l.waitID] == l {
+		delete(s.byWait, l.waitID)
+	}
+	fx.purge(leaseKey(l.id))
+	if l.pending {
+		fx.purge(waiterKey(l.waitID))
+	}
+	fx.disarm = append(fx.disarm, l)
+	for _, n := range l.names {
+		ls := s.limits[n]
+		if ls == nil {
+			continue
+		}
+		ls.held -= l.occupy
+		delete(ls.leases, l.id)
+		if ls.cfg.SlotDecayPerSecond > 0 {
+			ls.bucket.add(now, ls.cfg.SlotDecayPerSecond, l.occupy)
+			fx.put(limitKey(n), ls.record())
+		}
+	}
+	s.dispatch(now, fx, l.names...)
+	for _, n := range l.names {
+		if ls := s.limits[n]; ls != nil {
+			free := ls.free(now)
+			fx.event(now, kind, n, l, free)
+			if free > 0 {
+				fx.event(now, messages.EventAvailable, n, nil, free)
+			}
+		}
+	}
+}
+
+// wakeAt is when the head of name's queue fits, for a limit whose head waits
+// only for decay; zero when no timer is needed.
+func (s *state) wakeAt(now time.Time, name string) time.Time {
+	ls := s.limits[name]
+	if ls == nil || ls.cfg.SlotDecayPerSecond <= 0 {
+		return time.Time{}
+	}
+	f := ls.queue.Front()
+	if f == nil {
+		return time.Time{}
+	}
+	w := f.Value.(*waiter)
+	return ls.bucket.fitsAt(now, ls.cfg.SlotDecayPerSecond, ls.cfg.Limit-ls.held, w.occupy)
+}
+
+// nextSlotIn is, for a rate limit with no free slot, the time until one has decayed.
+func (ls *limitState) nextSlotIn(now time.Time) time.Duration {
+	if ls.cfg.SlotDecayPerSecond <= 0 || ls.free(now) > 0 {
+		return 0
+	}
+	t := ls.bucket.fitsAt(now, ls.cfg.SlotDecayPerSecond, ls.cfg.Limit-ls.held, 1)
+	if t.IsZero() {
+		return 0
+	}
+	return time.Duration(math.Max(0, float64(t.Sub(now))))
+}

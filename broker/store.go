@@ -1,0 +1,148 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// load rebuilds the state from the bucket: limits, then leases (expired ones
+// are dropped at once, grants not yet accepted are pushed again), then
+// waiters in the order they were queued.
+func (b *Broker) load(ctx context.Context) error {
+	w, err := b.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("%w: read bucket %q: %v", ErrStore, b.opts.bucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	var limits []limitRecord
+	type revLease struct {
+		rec leaseRecord
+		rev uint64
+	}
+	var leases []revLease
+	type revWaiter struct {
+		rec waiterRecord
+		rev uint64
+	}
+	var waiters []revWaiter
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case e = <-w.Updates():
+		case <-ctx.Done():
+			return fmt.Errorf("%w: read bucket %q: %v", ErrStore, b.opts.bucket, ctx.Err())
+		}
+		if e == nil {
+			break
+		}
+		prefix, _ := keyKind(e.Key())
+		var derr error
+		switch prefix {
+		case limitKeyPrefix:
+			var r limitRecord
+			derr = json.Unmarshal(e.Value(), &r)
+			limits = append(limits, r)
+		case leaseKeyPrefix:
+			var r leaseRecord
+			derr = json.Unmarshal(e.Value(), &r)
+			leases = append(leases, revLease{r, e.Revision()})
+		case waiterKeyPrefix:
+			var r waiterRecord
+			derr = json.Unmarshal(e.Value(), &r)
+			waiters = append(waiters, revWaiter{r, e.Revision()})
+		}
+		if derr != nil {
+			b.log.Warn("skipping unreadable bucket entry", "key", e.Key(), "err", derr)
+		}
+	}
+	sort.Slice(waiters, func(i, j int) bool { return waiters[i].rev < waiters[j].rev })
+
+	b.mu.Lock()
+	now := b.now()
+	fx := &effects{}
+	st := b.st
+	for _, r := range limits {
+		ls := newLimitState(r.Limit)
+		ls.bucket.tat = r.TAT
+		st.limits[r.Name] = ls
+	}
+	pendingWaits := map[string]bool{}
+	for _, w := range waiters {
+		pendingWaits[w.rec.ID] = true
+	}
+	var regrant []*lease
+	for _, rl := range leases {
+		l := rl.rec.lease(rl.rev)
+		l.names = existing(st, l.names)
+		st.leases[l.id] = l
+		if l.waitID != "" {
+			st.byWait[l.waitID] = l
+		}
+		for _, n := range l.names {
+			st.limits[n].held += l.occupy
+			st.limits[n].leases[l.id] = l
+		}
+		if l.waitID != "" && pendingWaits[l.waitID] {
+			l.pending = true
+			delete(pendingWaits, l.waitID)
+			regrant = append(regrant, l)
+		}
+		fx.arm = append(fx.arm, l)
+	}
+	for _, rw := range waiters {
+		if !pendingWaits[rw.rec.ID] {
+			continue // its lease exists: the grant is pushed again below
+		}
+		wt := rw.rec.waiter()
+		wt.names = existing(st, wt.names)
+		if len(wt.names) == 0 {
+			fx.fails = append(fx.fails, failedWait{w: wt, err: messages.Errorf(messages.CodeNotFound, "the limits waited for no longer exist")})
+			fx.purge(waiterKey(wt.id))
+			continue
+		}
+		st.enqueue(wt)
+	}
+	for _, l := range regrant {
+		fx.grants = append(fx.grants, pushedGrant{w: &waiter{id: l.waitID, notify: l.notify, enc: l.enc, names: l.names, occupy: l.occupy}, lease: l})
+	}
+	var expired []string
+	for id, l := range st.leases {
+		if !now.Before(l.expires) {
+			expired = append(expired, id)
+		}
+	}
+	for _, id := range expired {
+		st.expire(now, id, fx)
+	}
+	for n := range st.limits {
+		st.dispatch(now, fx, n)
+		fx.wake = append(fx.wake, n)
+	}
+	bt := b.applyLocked(fx)
+	b.mu.Unlock()
+	b.log.Info("state loaded", "limits", len(limits), "leases", len(leases), "waiters", len(waiters), "expired", len(expired))
+	b.inflight.Add(1)
+	go func() {
+		defer b.inflight.Done()
+		_ = b.finish(bt)
+	}()
+	return nil
+}
+
+// existing keeps the names that are limits in st.
+func existing(st *state, names []string) []string {
+	out := names[:0:0]
+	for _, n := range names {
+		if st.limits[n] != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+

@@ -1,0 +1,182 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// Acquire blocks until occupy slots of name (and of every WithNames limit,
+// all or nothing) are granted, and returns the Lease, which is renewed in the
+// background until Release. The wait is FIFO at the broker and ends with a
+// pushed grant. On failure it returns an error matching one of the sentinels
+// (ErrTimeout when WithTimeout or ctx's deadline passes) and holds nothing:
+// a grant that races with the cancellation is given back.
+//
+// A missing or inactive limit is not enforced: a warning is logged and the
+// returned Lease holds nothing (Unlimited reports true); WithStrict makes
+// both errors instead.
+func (c *Client) Acquire(ctx context.Context, name string, occupy int, opts ...AcquireOption) (*Lease, error) {
+	return c.acquire(ctx, name, occupy, false, opts)
+}
+
+// TryAcquire is Acquire that never waits: it returns a Lease or ErrNoSlots
+// at once and never joins the queue.
+func (c *Client) TryAcquire(ctx context.Context, name string, occupy int, opts ...AcquireOption) (*Lease, error) {
+	return c.acquire(ctx, name, occupy, true, opts)
+}
+
+// Do acquires the slots, runs fn, and releases them however fn ends. The
+// context given to fn is cancelled when the lease is lost; in strict mode Do
+// then returns an error matching ErrLeaseLost (joined with fn's error).
+func (c *Client) Do(ctx context.Context, name string, occupy int, fn func(context.Context) error, opts ...AcquireOption) error {
+	o := collect(opts)
+	l, err := c.acquire(ctx, name, occupy, false, opts)
+	if err != nil {
+		return err
+	}
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(l.Context(), func() { cancel(context.Cause(l.Context())) })
+	fnErr := fn(fnCtx)
+	stop()
+	cancel(nil)
+	lost := l.Err()
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.requestTimeout)
+	defer rcancel()
+	if err := l.Release(rctx); err != nil && lost == nil {
+		c.log.Warn("slotbroker: release failed; the lease will expire", "limit", name, "err", err)
+	}
+	if lost != nil {
+		if o.strict {
+			return joinErr(lost, fnErr)
+		}
+		c.log.Warn("slotbroker: lease was lost while the work ran", "limit", name, "err", lost)
+	}
+	return fnErr
+}
+
+func joinErr(a, b error) error {
+	if b == nil {
+		return a
+	}
+	return fmt.Errorf("%w; the work returned: %w", a, b)
+}
+
+func collect(opts []AcquireOption) acquireOptions {
+	var o acquireOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	return o
+}
+
+// validate checks what can be checked without the broker.
+func validate(name string, occupy int, o acquireOptions) error {
+	for _, n := range append([]string{name}, o.names...) {
+		if err := checkName(n); err != nil {
+			return err
+		}
+	}
+	if occupy <= 0 {
+		return fromWire(messages.Errorf(messages.CodeInvalidOccupy, "occupy is %d: ask for at least 1 slot", occupy))
+	}
+	if o.ttl < 0 {
+		return fromWire(messages.Errorf(messages.CodeInvalidArgument, "lease ttl %v is negative", o.ttl))
+	}
+	return nil
+}
+
+// request sends an acquisition and, when it is queued, waits for the pushed
+// grant. It returns the granted lease (nil for a rate admission or when no
+// limit was enforced) and the reply's missing and inactive names.
+func (c *Client) request(ctx context.Context, name string, req *messages.AcquireRequest, o acquireOptions) (*messages.LeaseGrant, messages.AcquireReply, error) {
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	var ch chan messages.Grant
+	if !req.Try {
+		req.WaitID = nuid.Next()
+		req.Notify = c.inbox + req.WaitID
+		var err error
+		if ch, err = c.expectWait(req.WaitID); err != nil {
+			return nil, messages.AcquireReply{}, err
+		}
+	}
+	var reply messages.AcquireReply
+	if err := c.call(ctx, c.subj.Verb(messages.VerbAcquire, name), req, &reply, true); err != nil {
+		if req.WaitID != "" && c.forgetWait(req.WaitID) && ctx.Err() != nil {
+			// The broker may have queued the request before we gave up.
+			c.giveBack(req.WaitID, name)
+		}
+		return nil, reply, err
+	}
+	if err := fromWire(reply.Error); err != nil {
+		c.forgetWait(req.WaitID)
+		return nil, reply, err
+	}
+	if reply.Status == messages.StatusGranted {
+		c.forgetWait(req.WaitID)
+		return reply.Lease, reply, nil
+	}
+	select {
+	case g := <-ch:
+		if err := fromWire(g.Error); err != nil {
+			return nil, reply, err
+		}
+		return g.Lease, reply, nil
+	case <-ctx.Done():
+		if !c.forgetWait(req.WaitID) {
+			// The grant arrived as we gave up: it was accepted; give it back.
+			g := <-ch
+			if g.Error == nil {
+				c.giveBack(req.WaitID, name)
+			}
+		} else {
+			c.giveBack(req.WaitID, name)
+		}
+		return nil, reply, ctxError(ctx)
+	}
+}
+
+// giveBack cancels a wait at the broker, which also releases a lease granted to it.
+func (c *Client) giveBack(waitID, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.requestTimeout)
+	defer cancel()
+	var reply messages.CancelReply
+	if err := c.call(ctx, c.subj.Verb(messages.VerbCancel, name), &messages.CancelRequest{WaitID: waitID}, &reply, true); err != nil {
+		c.log.Warn("slotbroker: could not withdraw a wait; its grant will be declined", "limit", name, "err", err)
+	}
+}
+
+func (c *Client) acquire(ctx context.Context, name string, occupy int, try bool, opts []AcquireOption) (*Lease, error) {
+	o := collect(opts)
+	if err := validate(name, occupy, o); err != nil {
+		return nil, err
+	}
+	req := &messages.AcquireRequest{Names: o.names, Occupy: occupy, TTLMillis: o.ttl.Milliseconds(), Holder: o.holder,
+		Strict: o.strict, Try: try}
+	g, reply, err := c.request(ctx, name, req, o)
+	if err != nil {
+		return nil, err
+	}
+	c.warnUnenforced(name, reply)
+	return c.newLease(g, time.Now())
+}
+
+func (c *Client) warnUnenforced(name string, reply messages.AcquireReply) {
+	if len(reply.Missing) > 0 {
+		c.log.Warn("slotbroker: limits do not exist; proceeding without them (create them, or use strict mode to fail)",
+			"limit", name, "missing", joinNames(reply.Missing))
+	}
+	if len(reply.Inactive) > 0 {
+		c.log.Warn("slotbroker: limits are inactive and not enforced", "limit", name, "inactive", joinNames(reply.Inactive))
+	}
+}

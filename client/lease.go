@@ -1,0 +1,183 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// Lease is a grant of slots. While it is held the client renews it in the
+// background, retrying through transient failures until the lease has really
+// expired. Done is closed when the lease ends: released, or lost (expired,
+// voided by a deletion); Err then tells which. A Lease is safe for concurrent use.
+type Lease struct {
+	c      *Client
+	grant  messages.LeaseGrant
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	expires  time.Time
+	err      error
+	released bool
+	ended    bool
+}
+
+// newLease wraps a grant (nil: nothing enforced) and starts renewing it.
+func (c *Client) newLease(g *messages.LeaseGrant, now time.Time) (*Lease, error) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	l := &Lease{c: c, ctx: ctx, cancel: cancel, stop: make(chan struct{})}
+	if g == nil {
+		return l, nil
+	}
+	l.grant = *g
+	l.expires = now.Add(time.Duration(g.TTLMillis) * time.Millisecond)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	c.leases[l] = struct{}{}
+	c.mu.Unlock()
+	l.wg.Add(1)
+	go l.renewLoop()
+	return l, nil
+}
+
+// ID is the lease id ("" when nothing was enforced).
+func (l *Lease) ID() string { return l.grant.ID }
+
+// Token is the fencing token: strictly greater than every token issued
+// before on the same limits, also across broker restarts. Pass it to the
+// resource you guard so it can refuse a stale holder. 0 when unlimited.
+func (l *Lease) Token() uint64 { return l.grant.Token }
+
+// Names are the limits the lease holds slots on.
+func (l *Lease) Names() []string { return append([]string(nil), l.grant.Names...) }
+
+// Occupy is the number of slots held on each limit.
+func (l *Lease) Occupy() int { return l.grant.Occupy }
+
+// Unlimited reports whether no limit was enforced (missing or inactive, not strict).
+func (l *Lease) Unlimited() bool { return l.grant.ID == "" }
+
+// ExpiresAt is the lease's deadline as last renewed.
+func (l *Lease) ExpiresAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.expires
+}
+
+// Done is closed when the lease ends, by Release or by loss.
+func (l *Lease) Done() <-chan struct{} { return l.ctx.Done() }
+
+// Context is cancelled when the lease ends; its cause is ErrLeaseLost (wrapped)
+// after a loss.
+func (l *Lease) Context() context.Context { return l.ctx }
+
+// Err is nil while the lease is held or after Release, and matches
+// ErrLeaseLost once it was lost.
+func (l *Lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Release gives the slots back. It is idempotent: releasing twice, or a lost
+// lease, returns nil. It retries while no broker answers, within ctx.
+func (l *Lease) Release(ctx context.Context) error {
+	l.mu.Lock()
+	if l.released || l.err != nil {
+		l.mu.Unlock()
+		return nil
+	}
+	l.released = true
+	l.mu.Unlock()
+	l.end(nil)
+	if l.Unlimited() {
+		return nil
+	}
+	var reply messages.ReleaseReply
+	if err := l.c.call(ctx, l.c.subj.Verb(messages.VerbRelease, l.grant.Names0()), &messages.ReleaseRequest{LeaseID: l.grant.ID}, &reply, true); err != nil {
+		return err
+	}
+	return fromWire(reply.Error)
+}
+
+// end stops renewal and closes Done, once; cause nil means released.
+func (l *Lease) end(cause error) {
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		return
+	}
+	l.ended = true
+	if cause != nil {
+		l.err = cause
+	}
+	l.mu.Unlock()
+	close(l.stop)
+	if cause == nil {
+		cause = context.Canceled
+	}
+	l.cancel(cause)
+	l.c.mu.Lock()
+	delete(l.c.leases, l)
+	l.c.mu.Unlock()
+}
+
+// abandon stops renewing without releasing (Client.Close).
+func (l *Lease) abandon() {
+	l.end(fmt.Errorf("%w: client closed", ErrLeaseLost))
+	l.wg.Wait()
+}
+
+// renewLoop renews every third of the TTL; a failure is retried with backoff
+// until the lease's deadline has passed. An answer that the broker no longer
+// holds the lease ends it at once.
+func (l *Lease) renewLoop() {
+	defer l.wg.Done()
+	ttl := time.Duration(l.grant.TTLMillis) * time.Millisecond
+	interval := ttl / 3
+	wait := interval
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-time.After(wait):
+		}
+		deadline := l.ExpiresAt()
+		if !time.Now().Before(deadline) {
+			l.end(fmt.Errorf("%w: lease %s expired at %s before it could be renewed", ErrLeaseLost, l.grant.ID, deadline.Format(time.RFC3339Nano)))
+			return
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		sent := time.Now()
+		var reply messages.RenewReply
+		err := l.c.call(ctx, l.c.subj.Verb(messages.VerbRenew, l.grant.Names0()), &messages.RenewRequest{LeaseID: l.grant.ID}, &reply, true)
+		cancel()
+		if err == nil {
+			err = fromWire(reply.Error)
+		}
+		switch {
+		case err == nil:
+			l.mu.Lock()
+			// Count from when the request left: the broker's deadline is no earlier.
+			l.expires = sent.Add(time.Duration(reply.TTLMillis) * time.Millisecond)
+			l.mu.Unlock()
+			wait = interval
+		case errors.Is(err, ErrLeaseLost):
+			l.end(err)
+			return
+		default:
+			l.c.log.Warn("slotbroker: lease renewal failed; retrying until it expires", "lease", l.grant.ID, "err", err)
+			wait = min(interval, max(100*time.Millisecond, time.Until(l.ExpiresAt())/4))
+		}
+	}
+}

@@ -1,0 +1,98 @@
+package client
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+type options struct {
+	prefix         string
+	log            *slog.Logger
+	requestTimeout time.Duration
+	retryFor       time.Duration
+}
+
+// Option configures a Client.
+type Option func(*options) error
+
+// WithPrefix sets the subject prefix the broker serves under (default "slotbroker").
+func WithPrefix(prefix string) Option {
+	return func(o *options) error {
+		if e := messages.ValidateName(prefix); e != nil {
+			return fmt.Errorf("%w: prefix %q is not one subject token", ErrInvalidArgument, prefix)
+		}
+		o.prefix = prefix
+		return nil
+	}
+}
+
+// WithLogger sets the logger for warnings (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			return fmt.Errorf("%w: logger is nil", ErrInvalidArgument)
+		}
+		o.log = l
+		return nil
+	}
+}
+
+// WithRequestTimeout bounds one request to the broker (default 5 s); it
+// applies only when the caller's context has an earlier deadline.
+func WithRequestTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: request timeout %v", ErrInvalidArgument, d)
+		}
+		o.requestTimeout = d
+		return nil
+	}
+}
+
+// WithRetryFor sets how long acquire, renew and release requests are retried
+// while no broker answers, for example across a broker restart (default
+// 30 s). After that they fail with ErrUnavailable.
+func WithRetryFor(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("%w: retry window %v", ErrInvalidArgument, d)
+		}
+		o.retryFor = d
+		return nil
+	}
+}
+
+// acquireOptions are the settings of one acquisition.
+type acquireOptions struct {
+	strict  bool
+	ttl     time.Duration
+	holder  string
+	names   []string
+	timeout time.Duration
+}
+
+// AcquireOption configures one Acquire, TryAcquire, Do or RateLimit call.
+type AcquireOption func(*acquireOptions)
+
+// WithStrict turns a missing or inactive limit into an error (ErrNotFound,
+// ErrInactive) instead of a warning, and makes Do return ErrLeaseLost when
+// the lease is lost while fn runs.
+func WithStrict() AcquireOption { return func(o *acquireOptions) { o.strict = true } }
+
+// WithLeaseTTL sets the lease's time to live (default: the broker's, 30 s);
+// the broker refuses values outside its bounds (1 s to 24 h by default).
+func WithLeaseTTL(d time.Duration) AcquireOption { return func(o *acquireOptions) { o.ttl = d } }
+
+// WithHolder describes the holder, as shown by `slotctl inspect`.
+func WithHolder(desc string) AcquireOption { return func(o *acquireOptions) { o.holder = desc } }
+
+// WithNames adds limits to acquire together with the named one, all or nothing.
+func WithNames(names ...string) AcquireOption {
+	return func(o *acquireOptions) { o.names = append(o.names, names...) }
+}
+
+// WithTimeout bounds the wait; when it passes the call fails with ErrTimeout.
+func WithTimeout(d time.Duration) AcquireOption { return func(o *acquireOptions) { o.timeout = d } }

@@ -1,0 +1,37 @@
+package client
+
+import (
+	"context"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// RateLimit blocks until occupy slots of the rate limit name (and of every
+// WithNames limit) are admitted. The slots are never released: they decay at
+// the limit's slot_decay_per_second. Waiting callers queue FIFO at the broker
+// and are woken by a pushed grant the moment enough has decayed. A limit
+// without slot decay fails with ErrNotRateLimit; missing and inactive limits
+// follow the same rules as Acquire.
+func (c *Client) RateLimit(ctx context.Context, name string, occupy int, opts ...AcquireOption) error {
+	return c.rate(ctx, name, occupy, false, opts)
+}
+
+// TryRateLimit is RateLimit that never waits: nil when admitted now,
+// ErrNoSlots otherwise.
+func (c *Client) TryRateLimit(ctx context.Context, name string, occupy int, opts ...AcquireOption) error {
+	return c.rate(ctx, name, occupy, true, opts)
+}
+
+func (c *Client) rate(ctx context.Context, name string, occupy int, try bool, opts []AcquireOption) error {
+	o := collect(opts)
+	if err := validate(name, occupy, o); err != nil {
+		return err
+	}
+	req := &messages.AcquireRequest{Names: o.names, Occupy: occupy, Holder: o.holder, Strict: o.strict, Try: try, Rate: true}
+	_, reply, err := c.request(ctx, name, req, o)
+	if err != nil {
+		return err
+	}
+	c.warnUnenforced(name, reply)
+	return nil
+}

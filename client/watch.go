@@ -1,0 +1,44 @@
+package client
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// Event is a broker event: acquired, released, expired, available, admitted,
+// created, changed, deleted.
+type Event = messages.Event
+
+// Watch calls fn for every event on the limit name (every limit when name is
+// "") until ctx ends; it returns ctx's error. fn runs on one goroutine, in order.
+func (c *Client) Watch(ctx context.Context, name string, fn func(Event)) error {
+	if name != "" {
+		if err := checkName(name); err != nil {
+			return err
+		}
+	}
+	ch := make(chan *nats.Msg, 1024)
+	sub, err := c.nc.ChanSubscribe(c.subj.Events(name), ch)
+	if err != nil {
+		return fmt.Errorf("%w: subscribe to events: %v", ErrUnavailable, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := c.nc.Flush(); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m := <-ch:
+			var ev Event
+			if _, err := messages.Decode(m.Data, &ev); err == nil {
+				fn(ev)
+			}
+		}
+	}
+}

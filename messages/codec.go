@@ -1,0 +1,78 @@
+package messages
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Encoding is the body format of a message.
+type Encoding uint8
+
+// Encodings. The broker answers in the encoding of the request.
+const (
+	Msgpack Encoding = iota
+	JSON
+)
+
+// String names the encoding.
+func (e Encoding) String() string {
+	if e == JSON {
+		return "json"
+	}
+	return "msgpack"
+}
+
+// Detect tells the encoding of a body: JSON when it is empty or its first
+// non-blank byte is '{', msgpack otherwise (a msgpack map never starts with '{').
+func Detect(data []byte) Encoding {
+	t := bytes.TrimLeft(data, " \t\r\n")
+	if len(t) == 0 || t[0] == '{' {
+		return JSON
+	}
+	return Msgpack
+}
+
+// Marshal encodes v. Msgpack uses the json struct tags, so both encodings
+// share one set of field names.
+func Marshal(enc Encoding, v any) ([]byte, error) {
+	if enc == JSON {
+		return json.Marshal(v)
+	}
+	var buf bytes.Buffer
+	e := msgpack.NewEncoder(&buf)
+	e.SetCustomStructTag("json")
+	e.SetOmitEmpty(true)
+	if err := e.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Unmarshal decodes data in the given encoding into v. An empty JSON body
+// decodes as an empty object.
+func Unmarshal(enc Encoding, data []byte, v any) error {
+	if enc == JSON {
+		if len(bytes.TrimSpace(data)) == 0 {
+			return nil
+		}
+		if err := json.Unmarshal(data, v); err != nil {
+			return fmt.Errorf("decode JSON: %w", err)
+		}
+		return nil
+	}
+	d := msgpack.NewDecoder(bytes.NewReader(data))
+	d.SetCustomStructTag("json")
+	if err := d.Decode(v); err != nil {
+		return fmt.Errorf("decode msgpack: %w", err)
+	}
+	return nil
+}
+
+// Decode detects the encoding of data and decodes it into v.
+func Decode(data []byte, v any) (Encoding, error) {
+	enc := Detect(data)
+	return enc, Unmarshal(enc, data, v)
+}

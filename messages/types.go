@@ -1,0 +1,218 @@
+package messages
+
+import "time"
+
+// Limit is a named limit's configuration.
+type Limit struct {
+	Name string `json:"name"`
+	// Limit is the number of slots.
+	Limit int `json:"limit"`
+	// SlotDecayPerSecond, when > 0, makes the limit a rate limit: occupied
+	// slots drain continuously at this many slots per second.
+	SlotDecayPerSecond float64 `json:"slot_decay_per_second"`
+	// Active limits are enforced; inactive ones admit everything uncounted.
+	Active    bool      `json:"active"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Holder describes one lease held on a limit.
+type Holder struct {
+	LeaseID    string    `json:"lease_id"`
+	Occupy     int       `json:"occupy"`
+	Holder     string    `json:"holder,omitempty"`
+	Token      uint64    `json:"token"`
+	Names      []string  `json:"names,omitempty"`
+	AcquiredAt time.Time `json:"acquired_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// Waiter describes one queued acquisition on a limit.
+type Waiter struct {
+	Position int       `json:"position"`
+	WaitID   string    `json:"wait_id"`
+	Occupy   int       `json:"occupy"`
+	Holder   string    `json:"holder,omitempty"`
+	Names    []string  `json:"names,omitempty"`
+	Since    time.Time `json:"since"`
+}
+
+// LimitInfo is a limit's configuration with its live state.
+type LimitInfo struct {
+	Limit
+	// ActiveSlots is the number of slots occupied now: held by leases plus,
+	// for a rate limit, not yet decayed.
+	ActiveSlots int `json:"active_slots"`
+	// DeniedSlots counts slots refused by try-acquire since the broker started.
+	DeniedSlots int64 `json:"denied_slots"`
+	// NextSlotInMillis is, for a rate limit with no free slot, the time until
+	// one slot has decayed.
+	NextSlotInMillis int64    `json:"next_slot_in_ms,omitempty"`
+	Holders          []Holder `json:"holders"`
+	Waiters          []Waiter `json:"waiters"`
+}
+
+// AcquireRequest asks for Occupy slots on the subject's limit and on Names.
+type AcquireRequest struct {
+	// Names are further limits to acquire together with the subject's, all or nothing.
+	Names  []string `json:"names,omitempty"`
+	Occupy int      `json:"occupy"`
+	// TTLMillis is the lease time to live; 0 means the broker's default.
+	TTLMillis int64  `json:"ttl_ms,omitempty"`
+	Holder    string `json:"holder,omitempty"`
+	// Strict turns a missing or inactive limit into an error.
+	Strict bool `json:"strict,omitempty"`
+	// Try never queues: the reply is a grant or a no_slots error.
+	Try bool `json:"try,omitempty"`
+	// Rate asks for rate admission: the slots are taken and left to decay,
+	// no lease is created. Only limits with slot decay accept it.
+	Rate bool `json:"rate,omitempty"`
+	// WaitID identifies the acquisition; a retried request with the same
+	// WaitID is answered with the state of the first (idempotent).
+	WaitID string `json:"wait_id,omitempty"`
+	// Notify is the subject the broker sends the Grant to when a queued
+	// request is admitted. Required unless Try.
+	Notify string `json:"notify,omitempty"`
+}
+
+// Statuses of an AcquireReply.
+const (
+	StatusGranted = "granted"
+	StatusQueued  = "queued"
+)
+
+// LeaseGrant is a granted lease.
+type LeaseGrant struct {
+	ID        string    `json:"id"`
+	Token     uint64    `json:"token"`
+	Names     []string  `json:"names"`
+	Occupy    int       `json:"occupy"`
+	TTLMillis int64     `json:"ttl_ms"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// AcquireReply answers an AcquireRequest.
+type AcquireReply struct {
+	Status string      `json:"status,omitempty"`
+	Lease  *LeaseGrant `json:"lease,omitempty"`
+	// Position is the 1-based queue position on the subject's limit when queued.
+	Position int `json:"position,omitempty"`
+	// Missing lists names that do not exist and were not enforced (non-strict).
+	Missing []string `json:"missing,omitempty"`
+	// Inactive lists names that are inactive and were not enforced (non-strict).
+	Inactive []string `json:"inactive,omitempty"`
+	Error    *Error   `json:"error,omitempty"`
+}
+
+// Grant is pushed to an AcquireRequest's Notify subject, as a request: the
+// client must answer with a GrantAck. Exactly one of Lease and Error is set.
+type Grant struct {
+	WaitID string      `json:"wait_id"`
+	Lease  *LeaseGrant `json:"lease,omitempty"`
+	Error  *Error      `json:"error,omitempty"`
+}
+
+// GrantAck answers a Grant. Accept false (the waiter gave up) returns the slots.
+type GrantAck struct {
+	Accept bool `json:"accept"`
+}
+
+// ReleaseRequest releases a lease.
+type ReleaseRequest struct {
+	LeaseID string `json:"lease_id"`
+}
+
+// ReleaseReply answers a ReleaseRequest. Released is false when the lease was
+// unknown or already expired; that is not an error.
+type ReleaseReply struct {
+	Released bool   `json:"released"`
+	Reason   string `json:"reason,omitempty"`
+	Error    *Error `json:"error,omitempty"`
+}
+
+// RenewRequest extends a lease by TTLMillis from now (0: its current TTL).
+type RenewRequest struct {
+	LeaseID   string `json:"lease_id"`
+	TTLMillis int64  `json:"ttl_ms,omitempty"`
+}
+
+// RenewReply answers a RenewRequest.
+type RenewReply struct {
+	ExpiresAt time.Time `json:"expires_at"`
+	TTLMillis int64     `json:"ttl_ms"`
+	Error     *Error    `json:"error,omitempty"`
+}
+
+// CancelRequest withdraws a queued acquisition.
+type CancelRequest struct {
+	WaitID string `json:"wait_id"`
+}
+
+// CancelReply answers a CancelRequest. When the acquisition had already been
+// granted, Lease is that lease, which the broker has released.
+type CancelReply struct {
+	Cancelled bool        `json:"cancelled"`
+	Lease     *LeaseGrant `json:"lease,omitempty"`
+	Error     *Error      `json:"error,omitempty"`
+}
+
+// CreateRequest creates the subject's limit.
+type CreateRequest struct {
+	Limit              int     `json:"limit"`
+	SlotDecayPerSecond float64 `json:"slot_decay_per_second,omitempty"`
+	// Active defaults to true when absent.
+	Active *bool `json:"active,omitempty"`
+}
+
+// UpdateRequest changes the fields that are set; at least one must be.
+type UpdateRequest struct {
+	Limit              *int     `json:"limit,omitempty"`
+	SlotDecayPerSecond *float64 `json:"slot_decay_per_second,omitempty"`
+	Active             *bool    `json:"active,omitempty"`
+}
+
+// LimitReply answers create, get, update and delete.
+type LimitReply struct {
+	Limit *LimitInfo `json:"limit,omitempty"`
+	Error *Error     `json:"error,omitempty"`
+}
+
+// ListReply answers list, sorted by name.
+type ListReply struct {
+	Limits []LimitInfo `json:"limits"`
+	Error  *Error      `json:"error,omitempty"`
+}
+
+// Event kinds, the last token of an event subject.
+const (
+	EventAcquired  = "acquired"
+	EventReleased  = "released"
+	EventExpired   = "expired"
+	EventAvailable = "available"
+	EventChanged   = "changed"
+	EventCreated   = "created"
+	EventDeleted   = "deleted"
+	EventAdmitted  = "admitted"
+)
+
+// Event is published (always as JSON) on "<prefix>.v1.events.<name>.<kind>".
+type Event struct {
+	Kind    string `json:"kind"`
+	Limit   string `json:"limit"`
+	LeaseID string `json:"lease_id,omitempty"`
+	Occupy  int    `json:"occupy,omitempty"`
+	Holder  string `json:"holder,omitempty"`
+	Token   uint64 `json:"token,omitempty"`
+	// Available is the number of free slots after the event.
+	Available int       `json:"available"`
+	Config    *Limit    `json:"config,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+// Names0 is the first name, the limit whose subjects carry the lease's requests.
+func (g *LeaseGrant) Names0() string {
+	if len(g.Names) == 0 {
+		return "_"
+	}
+	return g.Names[0]
+}
