@@ -126,6 +126,9 @@ func (c *Client) request(ctx context.Context, name string, req *messages.Acquire
 		c.forgetWait(req.WaitID)
 		return reply.Lease, reply, nil
 	}
+	if o.queued != nil {
+		o.queued(reply.Position)
+	}
 	select {
 	case g := <-ch:
 		if err := fromWire(g.Error); err != nil {

@@ -72,6 +72,7 @@ type acquireOptions struct {
 	holder  string
 	names   []string
 	timeout time.Duration
+	queued  func(position int)
 }
 
 // AcquireOption configures one Acquire, TryAcquire, Do or RateLimit call.
@@ -96,3 +97,8 @@ func WithNames(names ...string) AcquireOption {
 
 // WithTimeout bounds the wait; when it passes the call fails with ErrTimeout.
 func WithTimeout(d time.Duration) AcquireOption { return func(o *acquireOptions) { o.timeout = d } }
+
+// WithQueued calls fn with the 1-based queue position (on the first limit)
+// when the broker queues the request instead of granting it at once; use it
+// to tell a user why they wait.
+func WithQueued(fn func(position int)) AcquireOption { return func(o *acquireOptions) { o.queued = fn } }
