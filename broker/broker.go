@@ -112,6 +112,11 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := b.serve(); err != nil {
 		return err
 	}
+	// Make sure the server has the endpoints' subscriptions before Start
+	// returns: a request from another connection right after must be answered.
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("%w: flush subscriptions: %v", ErrUnavailable, err)
+	}
 	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket)
 	return nil
 }
@@ -256,6 +261,16 @@ func (b *Broker) finish(bt *batch) error {
 		b.log.Error("bucket write failed", "err", err)
 	}
 	for _, ev := range bt.fx.events {
+		if ev.LeaseID != "" && ev.Token == 0 {
+			// Events of a new lease were made before its write gave it a token.
+			for _, op := range bt.fx.ops {
+				if l := op.tokenFor; l != nil && l.id == ev.LeaseID {
+					b.mu.Lock()
+					ev.Token = l.token
+					b.mu.Unlock()
+				}
+			}
+		}
 		if data, e := messages.Marshal(messages.JSON, ev); e == nil {
 			_ = b.nc.Publish(b.subj.Event(ev.Limit, ev.Kind), data)
 		}

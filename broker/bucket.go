@@ -43,7 +43,8 @@ func (b bucket) fitsAt(now time.Time, decay float64, room, occupy int) time.Time
 	if decay <= 0 {
 		return now
 	}
-	t := b.tat.Add(-seconds(float64(room-occupy) / decay))
+	// Round the wait up (the subtrahend down) so that occupy fits at t itself.
+	t := b.tat.Add(-time.Duration(math.Floor(float64(room-occupy) / decay * float64(time.Second))))
 	if t.Before(now) {
 		return now
 	}

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/slotbroker/slotbroker/messages"
@@ -53,21 +54,56 @@ func (b *Broker) serve() error {
 func (b *Broker) handler(h func(micro.Request, string) func()) micro.HandlerFunc {
 	return func(req micro.Request) {
 		if !b.begin() {
+			e := messages.Errorf(messages.CodeUnavailable, "broker is shutting down: retry shortly")
 			respond(req, messages.Detect(req.Data()), struct {
 				Error *messages.Error `json:"error"`
-			}{messages.Errorf(messages.CodeUnavailable, "broker is shutting down: retry shortly")}, nil)
+			}{e}, e)
 			return
 		}
-		done := h(req, messages.LimitFromSubject(req.Subject()))
+		dr := &detachedRequest{Request: req, nc: b.nc}
+		done := h(dr, messages.LimitFromSubject(req.Subject()))
 		if done == nil {
 			b.inflight.Done()
 			return
 		}
+		// micro reads the request's reply error once the handler returns:
+		// answers sent later must not go through it (data race).
+		dr.detached = true
 		go func() {
 			defer b.inflight.Done()
 			done()
 		}()
 	}
+}
+
+// detachedRequest answers directly on the connection once detached (after
+// the endpoint handler has returned), bypassing micro's request bookkeeping.
+type detachedRequest struct {
+	micro.Request
+	nc       *nats.Conn
+	detached bool
+}
+
+func (r *detachedRequest) Respond(data []byte, opts ...micro.RespondOpt) error {
+	if !r.detached {
+		return r.Request.Respond(data, opts...)
+	}
+	m := &nats.Msg{Subject: r.Reply(), Data: data}
+	for _, o := range opts {
+		o(m)
+	}
+	return r.nc.PublishMsg(m)
+}
+
+func (r *detachedRequest) Error(code, description string, data []byte, opts ...micro.RespondOpt) error {
+	if !r.detached {
+		return r.Request.Error(code, description, data, opts...)
+	}
+	m := &nats.Msg{Subject: r.Reply(), Data: data, Header: nats.Header{micro.ErrorHeader: []string{description}, micro.ErrorCodeHeader: []string{code}}}
+	for _, o := range opts {
+		o(m)
+	}
+	return r.nc.PublishMsg(m)
 }
 
 // decode reads a request body; on failure it answers bad_request and returns false.

@@ -53,6 +53,7 @@ type waiterRecord struct {
 	Notify    string    `json:"notify"`
 	JSON      bool      `json:"json,omitempty"`
 	Rate      bool      `json:"rate,omitempty"`
+	Order     uint64    `json:"order,omitempty"`
 }
 
 func mustJSON(v any) []byte {
@@ -78,7 +79,7 @@ func (l *lease) record() []byte {
 func (w *waiter) record() []byte {
 	return mustJSON(waiterRecord{
 		ID: w.id, Names: w.names, Occupy: w.occupy, Holder: w.holder, TTLMillis: w.ttl.Milliseconds(),
-		Since: w.since, Notify: w.notify, JSON: w.enc == messages.JSON, Rate: w.rate,
+		Since: w.since, Notify: w.notify, JSON: w.enc == messages.JSON, Rate: w.rate, Order: w.order,
 	})
 }
 
@@ -103,7 +104,7 @@ func (r leaseRecord) lease(revision uint64) *lease {
 func (r waiterRecord) waiter() *waiter {
 	return &waiter{
 		id: r.ID, names: r.Names, occupy: r.Occupy, holder: r.Holder, ttl: time.Duration(r.TTLMillis) * time.Millisecond,
-		since: r.Since, notify: r.Notify, enc: encOf(r.JSON), rate: r.Rate,
+		since: r.Since, notify: r.Notify, enc: encOf(r.JSON), rate: r.Rate, order: r.Order,
 	}
 }
 

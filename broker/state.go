@@ -36,7 +36,10 @@ type waiter struct {
 	notify string
 	enc    messages.Encoding
 	rate   bool
-	elems  map[string]*list.Element
+	// order is the waiter's place in the global arrival order; it is stored,
+	// so a restarted broker queues waiters as they were.
+	order uint64
+	elems map[string]*list.Element
 	// granted: admitted (rate waiters), the waiter has not accepted yet.
 	granted bool
 }
@@ -61,8 +64,10 @@ type state struct {
 	waiters map[string]*waiter
 	// byWait finds the lease (or admitted rate waiter) of an acquisition by its wait id.
 	byWait map[string]*lease
-	ttl    ttlBounds
-	newID  func() string
+	// nextOrder is the order of the last queued waiter.
+	nextOrder uint64
+	ttl       ttlBounds
+	newID     func() string
 }
 
 type ttlBounds struct {

@@ -90,6 +90,9 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 		fx.put(leaseKey(l.id), l.record())
 		fx.ops[len(fx.ops)-1].tokenFor = l
 		fx.arm = append(fx.arm, l)
+		for _, ls := range enforced {
+			fx.event(now, messages.EventAcquired, ls.cfg.Name, l, ls.free(now))
+		}
 		reply.Lease = l.grant()
 		return acquireResult{reply: reply, lease: l}
 	}
@@ -104,9 +107,12 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 	}
 	w := &waiter{id: req.WaitID, names: enforcedNames, occupy: req.Occupy, holder: req.Holder, ttl: ttl, since: now,
 		notify: req.Notify, enc: enc, rate: req.Rate}
+	s.nextOrder++
+	w.order = s.nextOrder
 	s.enqueue(w)
 	fx.put(waiterKey(w.id), w.record())
 	fx.wake = append(fx.wake, enforcedNames...)
+	reply.WaitID = w.id
 	reply.Status = messages.StatusQueued
 	reply.Position = enforced[0].queue.Len()
 	return acquireResult{reply: reply}
@@ -306,7 +312,11 @@ func (s *state) accept(now time.Time, waitID string, fx *effects) {
 		return
 	}
 	if l := s.byWait[waitID]; l != nil && l.pending {
+		// The lease's time starts when it is accepted: a short TTL must not
+		// run out while the grant travels.
 		l.pending = false
+		l.expires = now.Add(l.ttl)
+		fx.arm = append(fx.arm, l)
 		fx.purge(waiterKey(waitID))
 	}
 }
@@ -427,7 +437,10 @@ func (s *state) dropLease(now time.Time, l *lease, kind string, fx *effects) {
 }
 
 // wakeAt is when the head of name's queue fits, for a limit whose head waits
-// only for decay; zero when no timer is needed.
+// only for decay; zero when no timer is needed. A head that waits on several
+// limits is woken when it fits in all of them, and only once it heads them
+// all (until then a grant or release elsewhere dispatches it; a timer armed
+// for now would fire again and again).
 func (s *state) wakeAt(now time.Time, name string) time.Time {
 	ls := s.limits[name]
 	if ls == nil || ls.cfg.SlotDecayPerSecond <= 0 {
@@ -438,7 +451,21 @@ func (s *state) wakeAt(now time.Time, name string) time.Time {
 		return time.Time{}
 	}
 	w := f.Value.(*waiter)
-	return ls.bucket.fitsAt(now, ls.cfg.SlotDecayPerSecond, ls.cfg.Limit-ls.held, w.occupy)
+	var at time.Time
+	for _, n := range w.names {
+		o := s.limits[n]
+		if o == nil || !o.headIs(w) {
+			return time.Time{}
+		}
+		t := o.bucket.fitsAt(now, o.cfg.SlotDecayPerSecond, o.cfg.Limit-o.held, w.occupy)
+		if t.IsZero() {
+			return time.Time{}
+		}
+		if t.After(at) {
+			at = t
+		}
+	}
+	return at
 }
 
 // nextSlotIn is, for a rate limit with no free slot, the time until one has decayed.

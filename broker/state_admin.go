@@ -167,7 +167,7 @@ func (s *state) list(now time.Time) messages.ListReply {
 
 func (s *state) info(now time.Time, ls *limitState) messages.LimitInfo {
 	info := messages.LimitInfo{Limit: ls.cfg, ActiveSlots: ls.activeSlots(now), DeniedSlots: ls.denied,
-		NextSlotInMillis: ls.nextSlotIn(now).Milliseconds(), Holders: []messages.Holder{}, Waiters: []messages.Waiter{}}
+		NextSlotInMillis: ceilMillis(ls.nextSlotIn(now)), Holders: []messages.Holder{}, Waiters: []messages.Waiter{}}
 	for _, l := range ls.leases {
 		info.Holders = append(info.Holders, messages.Holder{LeaseID: l.id, Occupy: l.occupy, Holder: l.holder, Token: l.token,
 			Names: l.names, AcquiredAt: l.acquired, ExpiresAt: l.expires})
@@ -181,6 +181,11 @@ func (s *state) info(now time.Time, ls *limitState) messages.LimitInfo {
 		pos++
 	}
 	return info
+}
+
+// ceilMillis rounds d up to whole milliseconds: a wait shown as 0 would read as "free now".
+func ceilMillis(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 func without(names []string, name string) []string {

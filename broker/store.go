@@ -61,7 +61,12 @@ func (b *Broker) load(ctx context.Context) error {
 			b.log.Warn("skipping unreadable bucket entry", "key", e.Key(), "err", derr)
 		}
 	}
-	sort.Slice(waiters, func(i, j int) bool { return waiters[i].rev < waiters[j].rev })
+	sort.Slice(waiters, func(i, j int) bool {
+		if a, b := waiters[i].rec.Order, waiters[j].rec.Order; a != b {
+			return a < b
+		}
+		return waiters[i].rev < waiters[j].rev
+	})
 
 	b.mu.Lock()
 	now := b.now()
@@ -79,6 +84,11 @@ func (b *Broker) load(ctx context.Context) error {
 	var regrant []*lease
 	for _, rl := range leases {
 		l := rl.rec.lease(rl.rev)
+		if l.waitID != "" && pendingWaits[l.waitID] && !now.Before(l.expires) {
+			// Granted, never accepted, and expired since: queue the waiter again.
+			fx.purge(leaseKey(l.id))
+			continue
+		}
 		l.names = existing(st, l.names)
 		st.leases[l.id] = l
 		if l.waitID != "" {
@@ -107,6 +117,7 @@ func (b *Broker) load(ctx context.Context) error {
 			continue
 		}
 		st.enqueue(wt)
+		st.nextOrder = max(st.nextOrder, wt.order)
 	}
 	for _, l := range regrant {
 		fx.grants = append(fx.grants, pushedGrant{w: &waiter{id: l.waitID, notify: l.notify, enc: l.enc, names: l.names, occupy: l.occupy}, lease: l})
@@ -145,4 +156,3 @@ func existing(st *state, names []string) []string {
 	}
 	return out
 }
-

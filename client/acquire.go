@@ -102,8 +102,9 @@ func (c *Client) request(ctx context.Context, name string, req *messages.Acquire
 		defer cancel()
 	}
 	var ch chan messages.Grant
+	// A wait id on every request makes retries idempotent at the broker.
+	req.WaitID = nuid.Next()
 	if !req.Try {
-		req.WaitID = nuid.Next()
 		req.Notify = c.inbox + req.WaitID
 		var err error
 		if ch, err = c.expectWait(req.WaitID); err != nil {
@@ -139,6 +140,7 @@ func (c *Client) request(ctx context.Context, name string, req *messages.Acquire
 		if !c.forgetWait(req.WaitID) {
 			// The grant arrived as we gave up: it was accepted; give it back.
 			g := <-ch
+			c.forgetAccepted(req.WaitID)
 			if g.Error == nil {
 				c.giveBack(req.WaitID, name)
 			}
@@ -171,7 +173,7 @@ func (c *Client) acquire(ctx context.Context, name string, occupy int, try bool,
 		return nil, err
 	}
 	c.warnUnenforced(name, reply)
-	return c.newLease(g, time.Now())
+	return c.newLease(g, req.WaitID, time.Now())
 }
 
 func (c *Client) warnUnenforced(name string, reply messages.AcquireReply) {

@@ -25,10 +25,13 @@ type Client struct {
 	inbox string
 	sub   *nats.Subscription
 
-	mu     sync.Mutex
-	waits  map[string]chan messages.Grant
-	leases map[*Lease]struct{}
-	closed bool
+	mu    sync.Mutex
+	waits map[string]chan messages.Grant
+	// accepted maps the wait ids of held leases to their lease ids, so that a
+	// grant pushed again (after a broker restart) is accepted, not declined.
+	accepted map[string]string
+	leases   map[*Lease]struct{}
+	closed   bool
 }
 
 // New returns a Client on nc. It subscribes to one inbox for pushed grants.
@@ -43,7 +46,7 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 		}
 	}
 	c := &Client{nc: nc, opts: o, subj: messages.NewSubjects(o.prefix), log: o.log,
-		inbox: nc.NewInbox() + ".", waits: map[string]chan messages.Grant{}, leases: map[*Lease]struct{}{}}
+		inbox: nc.NewInbox() + ".", waits: map[string]chan messages.Grant{}, accepted: map[string]string{}, leases: map[*Lease]struct{}{}}
 	sub, err := nc.Subscribe(c.inbox+"*", c.onGrant)
 	if err != nil {
 		return nil, fmt.Errorf("%w: subscribe to grants: %v", ErrUnavailable, err)
@@ -90,10 +93,14 @@ func (c *Client) onGrant(m *nats.Msg) {
 	ch, ok := c.waits[g.WaitID]
 	if ok {
 		delete(c.waits, g.WaitID)
+		if g.Lease != nil {
+			c.accepted[g.WaitID] = g.Lease.ID
+		}
 	}
+	again := !ok && g.Lease != nil && c.accepted[g.WaitID] == g.Lease.ID
 	c.mu.Unlock()
 	if m.Reply != "" {
-		if data, err := messages.Marshal(enc, messages.GrantAck{Accept: ok}); err == nil {
+		if data, err := messages.Marshal(enc, messages.GrantAck{Accept: ok || again}); err == nil {
 			_ = m.Respond(data)
 		}
 	}
@@ -112,6 +119,13 @@ func (c *Client) expectWait(id string) (chan messages.Grant, error) {
 	ch := make(chan messages.Grant, 1)
 	c.waits[id] = ch
 	return ch, nil
+}
+
+// forgetAccepted drops the record of an accepted grant.
+func (c *Client) forgetAccepted(waitID string) {
+	c.mu.Lock()
+	delete(c.accepted, waitID)
+	c.mu.Unlock()
 }
 
 // forgetWait drops a wait id; it reports whether it was still registered

@@ -17,6 +17,7 @@ import (
 type Lease struct {
 	c      *Client
 	grant  messages.LeaseGrant
+	waitID string
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	stop   chan struct{}
@@ -30,9 +31,9 @@ type Lease struct {
 }
 
 // newLease wraps a grant (nil: nothing enforced) and starts renewing it.
-func (c *Client) newLease(g *messages.LeaseGrant, now time.Time) (*Lease, error) {
+func (c *Client) newLease(g *messages.LeaseGrant, waitID string, now time.Time) (*Lease, error) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	l := &Lease{c: c, ctx: ctx, cancel: cancel, stop: make(chan struct{})}
+	l := &Lease{c: c, ctx: ctx, cancel: cancel, stop: make(chan struct{}), waitID: waitID}
 	if g == nil {
 		return l, nil
 	}
@@ -129,6 +130,7 @@ func (l *Lease) end(cause error) {
 	l.cancel(cause)
 	l.c.mu.Lock()
 	delete(l.c.leases, l)
+	delete(l.c.accepted, l.waitID)
 	l.c.mu.Unlock()
 }
 

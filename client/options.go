@@ -40,8 +40,8 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
-// WithRequestTimeout bounds one request to the broker (default 5 s); it
-// applies only when the caller's context has an earlier deadline.
+// WithRequestTimeout bounds one request to the broker (default 5 s); the
+// caller's context still applies when its deadline is earlier.
 func WithRequestTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
@@ -101,4 +101,6 @@ func WithTimeout(d time.Duration) AcquireOption { return func(o *acquireOptions)
 // WithQueued calls fn with the 1-based queue position (on the first limit)
 // when the broker queues the request instead of granting it at once; use it
 // to tell a user why they wait.
-func WithQueued(fn func(position int)) AcquireOption { return func(o *acquireOptions) { o.queued = fn } }
+func WithQueued(fn func(position int)) AcquireOption {
+	return func(o *acquireOptions) { o.queued = fn }
+}

@@ -95,7 +95,9 @@ type LeaseGrant struct {
 type AcquireReply struct {
 	Status string      `json:"status,omitempty"`
 	Lease  *LeaseGrant `json:"lease,omitempty"`
-	// Position is the 1-based queue position on the subject's limit when queued.
+	// WaitID identifies the acquisition (the request's, or one the broker chose).
+	WaitID string `json:"wait_id,omitempty"`
+	// Position is the 1-based queue position on the first enforced limit when queued.
 	Position int `json:"position,omitempty"`
 	// Missing lists names that do not exist and were not enforced (non-strict).
 	Missing []string `json:"missing,omitempty"`
@@ -104,8 +106,10 @@ type AcquireReply struct {
 	Error    *Error   `json:"error,omitempty"`
 }
 
-// Grant is pushed to an AcquireRequest's Notify subject, as a request: the
-// client must answer with a GrantAck. Exactly one of Lease and Error is set.
+// Grant is pushed to an AcquireRequest's Notify subject. With Error set the
+// acquisition failed and no answer is expected. Otherwise it is a request the
+// client must answer with a GrantAck: Lease is the granted lease, or nil for a
+// rate admission (which has no lease).
 type Grant struct {
 	WaitID string      `json:"wait_id"`
 	Lease  *LeaseGrant `json:"lease,omitempty"`

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// Scenario b's shape.
+const (
+	bWorkers = 64
+	bHot     = 8 // slots of the hot limit
+	// bRedisBackoff bounds the jittered sleep of a Redis semaphore caller
+	// that found the hot limit full before it tries again (Redis has no queue).
+	bRedisBackoff = 2 * time.Millisecond
+)
+
+// scenarioB: 64 goroutines (over 8 NATS connections) cycle acquire+release,
+// each on its own limit, then all on one hot limit of 8 slots. The Redis
+// semaphore runs the same, with a 64-connection pool.
+func scenarioB(ctx context.Context, e *env) error {
+	cs, done, err := e.clients(bWorkers)
+	if err != nil {
+		return err
+	}
+	defer done()
+	for w := range bWorkers {
+		if err := ensureLimit(ctx, cs[0], fmt.Sprintf("b-own-%d", w), 1); err != nil {
+			return err
+		}
+	}
+	if err := ensureLimit(ctx, cs[0], "b-hot", bHot); err != nil {
+		return err
+	}
+	echo64, err := echo(ctx, e.cfg, e.sb.URL(), bWorkers)
+	if err != nil {
+		return err
+	}
+	e.rep.add(statRow("b", "NATS echo req-reply, 64 clients", "floor: nats (slotbroker's server)", echo64))
+	kv64, err := kvPut(ctx, e.cfg, e.sb.URL(), bWorkers)
+	if err != nil {
+		return err
+	}
+	e.rep.add(statRow("b", "JetStream KV put, 64 clients", "floor: nats (slotbroker's server)", kv64))
+	for _, v := range []struct {
+		cas   string
+		limit func(w int) (string, int)
+	}{
+		{"64 clients, 64 separate limits", func(w int) (string, int) { return fmt.Sprintf("b-own-%d", w), 1 }},
+		{"64 clients, 1 hot limit of 8", func(int) (string, int) { return "b-hot", bHot }},
+	} {
+		var redisS stats
+		if e.rdb != nil {
+			var tries atomic.Int64
+			redisS, err = loop(ctx, bWorkers, e.cfg.warm, e.cfg.dur, func(ctx context.Context, w int) (bool, error) {
+				name, slots := v.limit(w)
+				sem := redisSem{rdb: e.rdb, key: "bench:sem:" + name, limit: slots}
+				h, n, err := sem.acquire(ctx, bRedisBackoff)
+				tries.Add(int64(n))
+				if err != nil {
+					return false, err
+				}
+				return true, sem.release(ctx, h)
+			})
+			if err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
+			r := statRow("b", v.cas, "redis Lua semaphore", redisS)
+			if n0, _ := v.limit(0); n0 == "b-hot" {
+				r.Note = fmt.Sprintf("retry after jittered 0-%v sleep when full; %.1f tries/cycle", bRedisBackoff, float64(tries.Load())/max(1, float64(redisS.N)))
+			}
+			e.rep.add(r)
+		}
+		s, err := loop(ctx, bWorkers, e.cfg.warm, e.cfg.dur, func(ctx context.Context, w int) (bool, error) {
+			name, _ := v.limit(w)
+			l, err := cs[w].Acquire(ctx, name, 1)
+			if err != nil {
+				return false, err
+			}
+			return true, l.Release(ctx)
+		})
+		if err != nil {
+			return fmt.Errorf("slotbroker %s: %w", v.cas, err)
+		}
+		r := statRow("b", v.cas, "slotbroker Acquire+Release", s)
+		r.VsFloor = ratioD(s.Ops, kv64.Ops)
+		if e.rdb != nil {
+			r.VsPeer = ratioD(s.Ops, redisS.Ops)
+			r.Target = "cycles/s ≥ 1.5× redis"
+			r.Holds = holds(r.VsPeer >= 1.5)
+		}
+		e.rep.add(r)
+	}
+	return nil
+}

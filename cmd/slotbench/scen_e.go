@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+
+	"github.com/slotbroker/slotbroker/client"
+)
+
+// eRate is the rate limit of scenario e, high enough that nearly every
+// request is admitted: slots and decay per second.
+const eRate = 1_000_000
+
+// scenarioE: rate-limit admissions on one shared limit by 1 and by 64
+// clients (over 8 connections): TryRateLimit and RateLimit against
+// redis_rate's GCRA Allow. Only admitted requests count.
+func scenarioE(ctx context.Context, e *env) error {
+	cs, done, err := e.clients(64)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := ensureLimit(ctx, cs[0], "e-rate", eRate, client.WithSlotDecay(eRate)); err != nil {
+		return err
+	}
+	var lim *redis_rate.Limiter
+	if e.rdb != nil {
+		lim = redis_rate.NewLimiter(e.rdb)
+	}
+	rate := redis_rate.Limit{Rate: eRate, Burst: eRate, Period: time.Second}
+	for _, workers := range []int{1, 64} {
+		cas := fmt.Sprintf("admission, %d client(s), 1 limit", workers)
+		var peer stats
+		if lim != nil {
+			peer, err = loop(ctx, workers, e.cfg.warm, e.cfg.dur, func(ctx context.Context, _ int) (bool, error) {
+				res, err := lim.Allow(ctx, "bench:rate", rate)
+				if err != nil {
+					return false, err
+				}
+				return res.Allowed > 0, nil
+			})
+			if err != nil {
+				return fmt.Errorf("redis_rate: %w", err)
+			}
+			e.rep.add(statRow("e", cas, "redis_rate Allow (GCRA)", peer))
+		}
+		for _, v := range []struct {
+			sys string
+			try bool
+		}{{"slotbroker TryRateLimit", true}, {"slotbroker RateLimit", false}} {
+			s, err := loop(ctx, workers, e.cfg.warm, e.cfg.dur, func(ctx context.Context, w int) (bool, error) {
+				var err error
+				if v.try {
+					err = cs[w].TryRateLimit(ctx, "e-rate", 1)
+				} else {
+					err = cs[w].RateLimit(ctx, "e-rate", 1)
+				}
+				if errors.Is(err, client.ErrNoSlots) {
+					return false, nil
+				}
+				return err == nil, err
+			})
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.sys, err)
+			}
+			r := statRow("e", cas, v.sys, s)
+			r.VsFloor = ratioD(s.P50, e.echoRemote.P50)
+			if lim != nil {
+				r.VsPeer = ratioD(s.Ops, peer.Ops)
+				if workers == 64 {
+					r.Target = "admitted/s ≥ 1.5× redis_rate"
+					r.Holds = holds(r.VsPeer >= 1.5)
+				}
+			}
+			e.rep.add(r)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,7 @@
+package main
+
+import "github.com/spf13/cobra"
+
+func (a *app) disableCmd() *cobra.Command {
+	return a.setActiveCmd("disable", "Stop enforcing a limit: acquisitions pass uncounted", false, "disabled")
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/slotbroker/slotbroker/client"
+)
+
+func (a *app) lsCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List every limit",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError("ls takes no arguments, got %q (see 'slotctl ls --help')", args)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.requestContext(cmd.Context())
+			defer cancel()
+			limits, err := cl.ListLimits(ctx)
+			if err != nil {
+				return err
+			}
+			if limits == nil {
+				limits = []client.LimitInfo{}
+			}
+			if asJSON {
+				for i := range limits {
+					normalize(&limits[i])
+				}
+				return printJSON(a.stdout, limits)
+			}
+			rows := make([][]string, 0, len(limits))
+			for _, l := range limits {
+				rows = append(rows, []string{l.Name, yesNo(l.Active), strconv.Itoa(l.Limit.Limit), strconv.Itoa(l.ActiveSlots),
+					formatFloat(l.SlotDecayPerSecond), strconv.Itoa(len(l.Holders)), strconv.Itoa(len(l.Waiters))})
+			}
+			return printTable(a.stdout, []string{"name", "active", "limit", "active slots", "slot decay per second", "holders", "waiters"}, rows)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the limits as a JSON array")
+	return cmd
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/slotbroker/slotbroker/client"
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// retryFor is how long acquire, renew and release requests are retried while
+// no broker answers: short, so an absent broker fails fast.
+const retryFor = 2 * time.Second
+
+// app is one invocation of slotctl: its streams, global flags and connection.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	server   string
+	prefix   string
+	creds    string
+	user     string
+	password string
+	timeout  time.Duration
+
+	// started is set once a command's flags and arguments were accepted;
+	// an error before that is a usage error.
+	started bool
+
+	nc *nats.Conn
+	cl *client.Client
+}
+
+// execute runs slotctl with args and returns its exit status.
+func execute(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	defer a.close()
+	root := a.rootCmd()
+	root.SetArgs(args)
+	cmd, err := root.ExecuteC()
+	if err != nil && !a.started && !errors.Is(err, errUsage) {
+		path := "slotctl"
+		if cmd != nil {
+			path = cmd.CommandPath()
+		}
+		err = &msgError{msg: fmt.Sprintf("%v (see '%s --help')", err, path), kind: errUsage}
+	}
+	if line := errorLine(err); line != "" {
+		fmt.Fprintln(stderr, line)
+	}
+	return exitCode(err)
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "slotctl",
+		Short: "Manage slotbroker concurrency and rate limits",
+		Long: `slotctl manages the concurrency and rate limits brokered by slotbroker over NATS.
+
+Exit status: 0 success; the command's status for run; 64 usage error;
+65 invalid input (bad name, occupy above the limit, limit exists or not found);
+69 broker or NATS server unreachable; 75 timed out waiting.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return usageError("missing command: use one of create, inspect, ls, update, enable, disable, delete, run, rate, watch (see 'slotctl --help')")
+		},
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if a.timeout <= 0 {
+				return usageError("--timeout must be positive, not %v", a.timeout)
+			}
+			return nil
+		},
+	}
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &msgError{msg: fmt.Sprintf("%v (see 'slotctl %s --help')", err, cmd.Name()), kind: errUsage}
+	})
+	root.CompletionOptions.DisableDefaultCmd = true
+	pf := root.PersistentFlags()
+	pf.StringVarP(&a.server, "server", "s", "", "NATS server URL (default $NATS_URL, else "+nats.DefaultURL+")")
+	pf.StringVar(&a.prefix, "prefix", messages.DefaultPrefix, "subject prefix the broker serves under")
+	pf.StringVar(&a.creds, "creds", "", "NATS credentials file")
+	pf.StringVar(&a.user, "user", "", "NATS user")
+	pf.StringVar(&a.password, "password", "", "NATS password")
+	pf.DurationVar(&a.timeout, "timeout", 5*time.Second, "timeout of one request to the broker")
+
+	root.AddCommand(a.createCmd(), a.inspectCmd(), a.lsCmd(), a.updateCmd(), a.enableCmd(), a.disableCmd(),
+		a.deleteCmd(), a.runCmd(), a.rateCmd(), a.watchCmd())
+	for _, c := range root.Commands() {
+		a.markStart(c)
+	}
+	return root
+}
+
+// markStart makes c's RunE record that cobra accepted the flags and
+// arguments: errors before that are usage errors (cobra validates required
+// flags and flag groups after the pre-run hooks).
+func (a *app) markStart(c *cobra.Command) {
+	run := c.RunE
+	if run == nil {
+		return
+	}
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		a.started = true
+		return run(cmd, args)
+	}
+}
+
+// serverURL is --server, else $NATS_URL, else the NATS default.
+func (a *app) serverURL() string {
+	if a.server != "" {
+		return a.server
+	}
+	if u := os.Getenv("NATS_URL"); u != "" {
+		return u
+	}
+	return nats.DefaultURL
+}
+
+// client connects to NATS and returns a slotbroker client.
+func (a *app) client() (*client.Client, error) {
+	if a.cl != nil {
+		return a.cl, nil
+	}
+	url := a.serverURL()
+	opts := []nats.Option{
+		nats.Name("slotctl"),
+		nats.Timeout(a.timeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+	}
+	if a.creds != "" {
+		opts = append(opts, nats.UserCredentials(a.creds))
+	}
+	if a.user != "" || a.password != "" {
+		opts = append(opts, nats.UserInfo(a.user, a.password))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s: %v", errUnreachable, url, err)
+	}
+	cl, err := client.New(nc, client.WithPrefix(a.prefix), client.WithRequestTimeout(a.timeout),
+		client.WithRetryFor(retryFor), client.WithLogger(slog.New(newWarnHandler(a.stderr))))
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	a.nc, a.cl = nc, cl
+	return cl, nil
+}
+
+// requestContext bounds an admin request by --timeout.
+func (a *app) requestContext(parent context.Context) (context.Context, context.CancelFunc) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	return context.WithTimeout(parent, a.timeout)
+}
+
+// close closes the client and the connection, if any.
+func (a *app) close() {
+	if a.cl != nil {
+		_ = a.cl.Close()
+	}
+	if a.nc != nil {
+		_ = a.nc.FlushTimeout(time.Second)
+		a.nc.Close()
+	}
+}
+
+// exactName checks that a command got exactly one argument, the limit name.
+func exactName(cmd *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return usageError("%s takes exactly one limit name, got %d arguments (see 'slotctl %s --help')", cmd.Name(), len(args), cmd.Name())
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/slotbroker/slotbroker/client"
+)
+
+// explainAfter is how long run waits before it says why it waits.
+const explainAfter = time.Second
+
+// waitExplainer tells the user, once, why an acquisition waits: its queue
+// position and the limit's current holders.
+type waitExplainer struct {
+	queued   chan int      // the queue position, from client.WithQueued
+	acquired chan struct{} // closed when the wait ends
+	finished chan struct{} // closed when the explainer returns
+}
+
+func newWaitExplainer() *waitExplainer {
+	return &waitExplainer{queued: make(chan int, 1), acquired: make(chan struct{}), finished: make(chan struct{})}
+}
+
+// onQueued is the client.WithQueued callback.
+func (e *waitExplainer) onQueued(position int) {
+	select {
+	case e.queued <- position:
+	default:
+	}
+}
+
+// run explains the wait on name for occupy slots, if it lasts longer than
+// explainAfter. It returns when the wait ends or after explaining.
+func (e *waitExplainer) run(ctx context.Context, cl *client.Client, name string, occupy int, timeout time.Duration, w io.Writer) {
+	defer close(e.finished)
+	var position int
+	select {
+	case position = <-e.queued:
+	case <-e.acquired:
+		return
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTimer(explainAfter)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-e.acquired:
+		return
+	case <-ctx.Done():
+		return
+	}
+	gctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	holders := "could not list the holders"
+	if info, err := cl.GetLimit(gctx, name); err == nil {
+		holders = describeHolders(info, time.Now())
+	}
+	select {
+	case <-e.acquired:
+		return
+	default:
+	}
+	fmt.Fprintf(w, "slotctl: waiting for %d slot(s) on %s: position %d in the queue; %s\n", occupy, name, position, holders)
+}
+
+// done ends the wait and waits for the explainer to return.
+func (e *waitExplainer) done() {
+	close(e.acquired)
+	<-e.finished
+}
+
+// describeHolders lists who holds a limit's slots.
+func describeHolders(info *client.LimitInfo, now time.Time) string {
+	if len(info.Holders) == 0 {
+		return fmt.Sprintf("%s has no holders (%d of %d slots occupied)", info.Name, info.ActiveSlots, info.Limit.Limit)
+	}
+	parts := make([]string, 0, len(info.Holders))
+	for _, h := range info.Holders {
+		parts = append(parts, fmt.Sprintf("lease %s (%d slot(s), holder %q, token %d, since %s)",
+			h.LeaseID, h.Occupy, orDash(h.Holder), h.Token, formatTime(h.AcquiredAt, now)))
+	}
+	return fmt.Sprintf("%d of %d slots held by: %s", info.ActiveSlots, info.Limit.Limit, strings.Join(parts, "; "))
+}
