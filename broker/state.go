@@ -68,6 +68,12 @@ type state struct {
 	nextOrder uint64
 	ttl       ttlBounds
 	newID     func() string
+	// cancelled remembers, for cancelTombstoneTTL, the wait ids cancelled
+	// before their acquisition arrived (acquire and cancel are separate
+	// subscriptions, so a cancel can overtake its acquire); such a late
+	// acquisition is refused instead of queueing or holding slots for nobody.
+	cancelled      map[string]time.Time
+	cancelledOrder []string
 }
 
 type ttlBounds struct {
@@ -82,6 +88,8 @@ func newState(ttl ttlBounds, newID func() string) *state {
 		byWait:  map[string]*lease{},
 		ttl:     ttl,
 		newID:   newID,
+
+		cancelled: map[string]time.Time{},
 	}
 }
 

@@ -41,6 +41,9 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 		if r, ok := s.retried(now, req.WaitID, fx); ok {
 			return acquireResult{reply: r}
 		}
+		if _, gone := s.cancelled[req.WaitID]; gone {
+			return fail(messages.Errorf(messages.CodeBadRequest, "wait_id %q was cancelled before this acquisition arrived", req.WaitID))
+		}
 	}
 
 	var reply messages.AcquireReply
@@ -358,7 +361,31 @@ func (s *state) cancel(now time.Time, waitID string, fx *effects) messages.Cance
 		s.dropLease(now, l, messages.EventReleased, fx)
 		return messages.CancelReply{Lease: g}
 	}
+	s.tombstone(now, waitID)
 	return messages.CancelReply{}
+}
+
+// cancelTombstoneTTL is how long a cancel that found nothing refuses a late
+// acquisition with its wait id.
+const cancelTombstoneTTL = 2 * time.Minute
+
+// tombstone remembers a cancelled wait id and forgets the expired ones.
+func (s *state) tombstone(now time.Time, waitID string) {
+	for len(s.cancelledOrder) > 0 {
+		old := s.cancelledOrder[0]
+		if now.Sub(s.cancelled[old]) < cancelTombstoneTTL {
+			break
+		}
+		delete(s.cancelled, old)
+		s.cancelledOrder = s.cancelledOrder[1:]
+	}
+	if waitID == "" || len(waitID) > maxIDLen {
+		return
+	}
+	if _, ok := s.cancelled[waitID]; !ok {
+		s.cancelledOrder = append(s.cancelledOrder, waitID)
+	}
+	s.cancelled[waitID] = now
 }
 
 // release ends a lease; an unknown lease is not an error.

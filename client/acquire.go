@@ -136,6 +136,9 @@ func (c *Client) request(ctx context.Context, name string, req *messages.Acquire
 			return nil, reply, err
 		}
 		return g.Lease, reply, nil
+	case <-c.gone:
+		c.forgetWait(req.WaitID)
+		return nil, reply, fmt.Errorf("%w: the NATS connection or the client was closed while waiting for %q", ErrClosed, name)
 	case <-ctx.Done():
 		if !c.forgetWait(req.WaitID) {
 			// The grant arrived as we gave up: it was accepted; give it back.

@@ -24,6 +24,9 @@ type Client struct {
 
 	inbox string
 	sub   *nats.Subscription
+	// gone is closed when the grant subscription ends (Close, or the
+	// connection closed): nothing can be granted any more.
+	gone chan struct{}
 
 	mu    sync.Mutex
 	waits map[string]chan messages.Grant
@@ -52,6 +55,11 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("%w: subscribe to grants: %v", ErrUnavailable, err)
 	}
 	c.sub = sub
+	c.gone = make(chan struct{})
+	// Called once when the subscription's delivery ends: unsubscribed, or
+	// its connection closed.
+	var once sync.Once
+	sub.SetClosedHandler(func(string) { once.Do(func() { close(c.gone) }) })
 	return c, nil
 }
 

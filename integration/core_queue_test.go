@@ -380,7 +380,11 @@ func TestCoreDeadWaiterDoesNotBlock(t *testing.T) {
 	dctx, dcancel := context.WithCancel(ctx)
 	defer dcancel()
 	queued := make(chan int, 2)
-	go func() { _, _ = dead.Acquire(dctx, "db", 1, coreQueued(queued)) }()
+	deadErr := make(chan error, 1)
+	go func() {
+		_, err := dead.Acquire(dctx, "db", 1, coreQueued(queued))
+		deadErr <- err
+	}()
 	coreRecv(t, queued, "dead waiter queued")
 	live := make(chan error, 1)
 	go func() {
@@ -392,6 +396,15 @@ func TestCoreDeadWaiterDoesNotBlock(t *testing.T) {
 	}()
 	coreRecv(t, queued, "live waiter queued")
 	deadConn.Close()
+	// The waiter whose connection closed learns it at once, not at its deadline.
+	select {
+	case err := <-deadErr:
+		if !errors.Is(err, client.ErrClosed) {
+			t.Fatalf("waiter on a closed connection returned %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("waiter on a closed connection still waiting")
+	}
 	if err := h.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -599,5 +612,45 @@ func TestCoreNoOverAdmission(t *testing.T) {
 	}
 	if peak < 2 {
 		t.Errorf("peak concurrency %d: the test did not exercise contention", peak)
+	}
+}
+
+// A deadline that passes while the acquire request itself is in flight: the
+// client withdraws the wait, and the broker may see that cancel before the
+// acquire. The acquisition must then neither stay queued nor hold slots.
+func TestCoreTimeoutDuringRequest(t *testing.T) {
+	ev := newEnv(t)
+	c := ev.client()
+	ctx := ctxT(t, 120*time.Second)
+	coreLimit(t, c, "full", 1)
+	coreLimit(t, c, "free", 1)
+	h, err := c.Acquire(ctx, "full", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		d := time.Duration(i%40+1) * 50 * time.Microsecond
+		if l, err := c.Acquire(ctx, "full", 1, client.WithTimeout(d)); err == nil {
+			t.Fatalf("granted %q on a full limit", l.ID())
+		}
+		if l, err := c.Acquire(ctx, "free", 1, client.WithTimeout(d)); err == nil {
+			if err := l.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+		} else if !errors.Is(err, client.ErrTimeout) {
+			t.Fatalf("free limit: %v, want a lease or ErrTimeout", err)
+		}
+	}
+	// Orphans would stay until the holder releases, or hold slots for their
+	// 30 s TTL.
+	eventually(t, 10*time.Second, "no waiter left behind on the full limit", func() bool {
+		return len(coreInfo(t, c, "full").Waiters) == 0
+	})
+	eventually(t, 10*time.Second, "no slot left held on the free limit", func() bool {
+		info := coreInfo(t, c, "free")
+		return info.ActiveSlots == 0 && len(info.Holders) == 0
+	})
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -35,6 +35,7 @@ type config struct {
 	noPeer     bool
 	bin        string
 	cpuprofile string
+	memprofile string
 	limitsF    int // scenario f: limits
 	leasesF    int // scenario f: held leases
 	memN       int // scenario g: leases and waiters each
@@ -53,6 +54,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.inproc, "inproc", false, "run the broker inside the bench process (for --cpuprofile) instead of the slotbroker binary")
 	fs.StringVar(&c.bin, "slotbroker", "", "use this slotbroker binary instead of building ./cmd/slotbroker")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the bench process (with --inproc it includes the broker)")
+	fs.StringVar(&c.memprofile, "memprofile", "", "scenario g: write a heap profile of the bench process once the leases and waiters are in (use with --inproc)")
 	fs.IntVar(&c.limitsF, "restart-limits", 0, "scenario f: limits (default 10000, 1000 with --quick)")
 	fs.IntVar(&c.leasesF, "restart-leases", 0, "scenario f: held leases (default 100000, 10000 with --quick)")
 	fs.IntVar(&c.memN, "mem-count", 0, "scenario g: held leases and queued waiters, each (default 50000, 10000 with --quick)")

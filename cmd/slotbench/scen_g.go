@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -74,6 +77,11 @@ func scenarioG(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	if e.cfg.memprofile != "" {
+		if err := writeHeap(e.cfg.memprofile); err != nil {
+			return err
+		}
+	}
 	where := "slotbroker process VmRSS"
 	if bi.PID() == 0 {
 		where = "bench process VmRSS (--inproc: includes the clients)"
@@ -88,4 +96,15 @@ func scenarioG(ctx context.Context, e *env) error {
 			Target: "≤ 1 KiB", Holds: holds(per <= 1024)})
 	}
 	return nil
+}
+
+// writeHeap writes a heap profile after a GC.
+func writeHeap(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	runtime.GC()
+	return pprof.WriteHeapProfile(f)
 }

@@ -95,7 +95,7 @@ Exit status: 0 success; the command's status for run; 64 usage error;
 	pf.StringVar(&a.creds, "creds", "", "NATS credentials file")
 	pf.StringVar(&a.user, "user", "", "NATS user")
 	pf.StringVar(&a.password, "password", "", "NATS password")
-	pf.DurationVar(&a.timeout, "timeout", 5*time.Second, "timeout of one request to the broker")
+	pf.DurationVar(&a.timeout, "request-timeout", 5*time.Second, "timeout of one request to the broker (not the wait: see run and rate --timeout)")
 
 	root.AddCommand(a.createCmd(), a.inspectCmd(), a.lsCmd(), a.updateCmd(), a.enableCmd(), a.disableCmd(),
 		a.deleteCmd(), a.runCmd(), a.rateCmd(), a.watchCmd())
