@@ -114,11 +114,20 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	// Make sure the server has the endpoints' subscriptions before Start
 	// returns: a request from another connection right after must be answered.
-	if err := b.nc.FlushWithContext(ctx); err != nil {
+	if err := b.flush(ctx); err != nil {
 		return fmt.Errorf("%w: flush subscriptions: %v", ErrUnavailable, err)
 	}
 	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket)
 	return nil
+}
+
+// flush waits until the server has processed everything sent so far, within
+// ctx when it has a deadline and 10 s otherwise.
+func (b *Broker) flush(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); ok {
+		return b.nc.FlushWithContext(ctx)
+	}
+	return b.nc.FlushTimeout(10 * time.Second)
 }
 
 // Stop stops taking requests, waits for the ones in flight and for pending

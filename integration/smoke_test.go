@@ -1,8 +1,12 @@
 package integration
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/slotbroker/slotbroker/broker"
+	"github.com/slotbroker/slotbroker/client"
 )
 
 func TestSmokeAcquireQueueRelease(t *testing.T) {
@@ -33,6 +37,23 @@ func TestSmokeAcquireQueueRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Start must work with a context that has no deadline.
+func TestSmokeStartWithoutDeadline(t *testing.T) {
+	ev := newEnv(t)
+	b, err := broker.New(ev.conn(), broker.WithPrefix("nodeadline"), broker.WithBucket("nodeadline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatalf("Start(context.Background()): %v", err)
+	}
+	t.Cleanup(func() { _ = b.Stop() })
+	c := ev.client(client.WithPrefix("nodeadline"))
+	if _, err := c.CreateLimit(ctxT(t, 10*time.Second), "x", 1); err != nil {
 		t.Fatal(err)
 	}
 }
