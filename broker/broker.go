@@ -39,6 +39,7 @@ type Broker struct {
 	mu       sync.Mutex
 	st       *state
 	wakers   map[string]*time.Timer
+	expiry   expiries
 	started  bool
 	stopped  bool
 	inflight sync.WaitGroup
@@ -144,11 +145,7 @@ func (b *Broker) Stop() error {
 		}
 		b.inflight.Wait()
 		b.mu.Lock()
-		for _, l := range b.st.leases {
-			if l.timer != nil {
-				l.timer.Stop()
-			}
-		}
+		b.expiry.stop()
 		for _, t := range b.wakers {
 			t.Stop()
 		}
@@ -205,22 +202,15 @@ func (b *Broker) applyLocked(fx *effects) *batch {
 	}
 	now := b.now()
 	for _, l := range fx.disarm {
-		if l.timer != nil {
-			l.timer.Stop()
-			l.timer = nil
-		}
+		b.expiry.disarm(l)
 	}
 	for _, l := range fx.arm {
-		if _, live := b.st.leases[l.id]; !live {
-			continue
+		if _, live := b.st.leases[l.id]; live {
+			b.expiry.arm(l)
 		}
-		d := l.expires.Sub(now)
-		if l.timer == nil {
-			id := l.id
-			l.timer = time.AfterFunc(d, func() { b.onExpire(id) })
-		} else {
-			l.timer.Reset(d)
-		}
+	}
+	if !b.stopped {
+		b.expiry.schedule(now, b.onExpire)
 	}
 	for _, name := range dedupe(fx.wake) {
 		b.setWaker(now, name)
@@ -312,14 +302,18 @@ func (b *Broker) change(fn func(now time.Time, fx *effects)) *batch {
 	return b.applyLocked(fx)
 }
 
-func (b *Broker) onExpire(id string) {
+// onExpire expires every lease whose deadline has come.
+func (b *Broker) onExpire() {
 	if !b.begin() {
 		return
 	}
 	defer b.inflight.Done()
 	_ = b.finish(b.change(func(now time.Time, fx *effects) {
-		if b.st.expire(now, id, fx) {
-			b.log.Info("lease expired", "lease", id)
+		b.expiry.at = time.Time{}
+		for l := b.expiry.popDue(now); l != nil; l = b.expiry.popDue(now) {
+			if b.st.expire(now, l.id, fx) {
+				b.log.Info("lease expired", "lease", l.id, "holder", l.holder)
+			}
 		}
 	}))
 }

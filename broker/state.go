@@ -22,7 +22,8 @@ type lease struct {
 	enc      messages.Encoding
 	// pending: granted from the queue, the waiter has not accepted it yet.
 	pending bool
-	timer   *time.Timer
+	// slot is the lease's place in the Broker's expiry order (index+1; 0: not in it).
+	slot int
 }
 
 // waiter is a queued acquisition, in the queue of each of its names.
@@ -39,9 +40,24 @@ type waiter struct {
 	// order is the waiter's place in the global arrival order; it is stored,
 	// so a restarted broker queues waiters as they were.
 	order uint64
-	elems map[string]*list.Element
+	// elems[i] is the waiter's element in the queue of names[i].
+	elems []*list.Element
 	// granted: admitted (rate waiters), the waiter has not accepted yet.
 	granted bool
+}
+
+// forget takes name out of the waiter's names, with its queue element.
+func (w *waiter) forget(name string) {
+	for i, n := range w.names {
+		if n != name {
+			continue
+		}
+		w.names = append(w.names[:i:i], w.names[i+1:]...)
+		if i < len(w.elems) {
+			w.elems = append(w.elems[:i:i], w.elems[i+1:]...)
+		}
+		return
+	}
 }
 
 // limitState is one limit's configuration and live bookkeeping.

@@ -208,16 +208,16 @@ func (s *state) admit(now time.Time, limits []*limitState, occupy int, holder st
 
 func (s *state) enqueue(w *waiter) {
 	s.waiters[w.id] = w
-	w.elems = make(map[string]*list.Element, len(w.names))
-	for _, n := range w.names {
-		w.elems[n] = s.limits[n].queue.PushBack(w)
+	w.elems = make([]*list.Element, len(w.names))
+	for i, n := range w.names {
+		w.elems[i] = s.limits[n].queue.PushBack(w)
 	}
 }
 
 // unqueue takes w out of every queue it is in.
 func (s *state) unqueue(w *waiter) {
-	for n, e := range w.elems {
-		if ls := s.limits[n]; ls != nil {
+	for i, e := range w.elems {
+		if ls := s.limits[w.names[i]]; ls != nil {
 			ls.queue.Remove(e)
 		}
 	}
@@ -319,6 +319,7 @@ func (s *state) accept(now time.Time, waitID string, fx *effects) {
 		// run out while the grant travels.
 		l.pending = false
 		l.expires = now.Add(l.ttl)
+		fx.put(leaseKey(l.id), l.record())
 		fx.arm = append(fx.arm, l)
 		fx.purge(waiterKey(waitID))
 	}
@@ -401,7 +402,9 @@ func (s *state) release(now time.Time, id string, fx *effects) messages.ReleaseR
 // expire ends a lease whose deadline has passed; it reports whether it did.
 func (s *state) expire(now time.Time, id string, fx *effects) bool {
 	l := s.leases[id]
-	if l == nil || now.Before(l.expires) {
+	// A pending lease's clock starts at its acceptance; until then its push
+	// settles it (accept or refuse) within the grant timeout.
+	if l == nil || l.pending || now.Before(l.expires) {
 		return false
 	}
 	s.dropLease(now, l, messages.EventExpired, fx)

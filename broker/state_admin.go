@@ -89,8 +89,7 @@ func (s *state) unenforce(now time.Time, ls *limitState, fx *effects) {
 	var others []string
 	for e := ls.queue.Front(); e != nil; e = e.Next() {
 		w := e.Value.(*waiter)
-		delete(w.elems, ls.cfg.Name)
-		w.names = without(w.names, ls.cfg.Name)
+		w.forget(ls.cfg.Name)
 		fx.put(waiterKey(w.id), w.record())
 		others = append(others, w.names...)
 		if len(w.names) == 0 {
@@ -134,9 +133,8 @@ func (s *state) remove(now time.Time, name string, fx *effects) messages.LimitRe
 	fx.purge(limitKey(name))
 	gone := messages.Errorf(messages.CodeNotFound, "limit %q was deleted while waiting", name)
 	for e := ls.queue.Front(); e != nil; e = e.Next() {
-		w := e.Value.(*waiter)
-		delete(w.elems, name)
-		s.failWaiter(now, w, gone, fx)
+		// The limit is gone from s.limits, so failWaiter leaves this queue alone.
+		s.failWaiter(now, e.Value.(*waiter), gone, fx)
 	}
 	for _, l := range ls.leases {
 		s.dropLease(now, l, messages.EventReleased, fx)
@@ -186,14 +184,4 @@ func (s *state) info(now time.Time, ls *limitState) messages.LimitInfo {
 // ceilMillis rounds d up to whole milliseconds: a wait shown as 0 would read as "free now".
 func ceilMillis(d time.Duration) int64 {
 	return int64((d + time.Millisecond - 1) / time.Millisecond)
-}
-
-func without(names []string, name string) []string {
-	out := names[:0:0]
-	for _, n := range names {
-		if n != name {
-			out = append(out, n)
-		}
-	}
-	return out
 }
