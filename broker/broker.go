@@ -89,7 +89,9 @@ func (b *Broker) Start(ctx context.Context) error {
 	b.started = true
 	b.mu.Unlock()
 
-	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(1<<16))
+	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(1<<16),
+		// A write whose connection died must fail, not leave finish waiting forever.
+		jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStore, err)
 	}

@@ -171,12 +171,19 @@ func (c *Client) acquire(ctx context.Context, name string, occupy int, try bool,
 	}
 	req := &messages.AcquireRequest{Names: o.names, Occupy: occupy, TTLMillis: o.ttl.Milliseconds(), Holder: o.holder,
 		Strict: o.strict, Try: try}
+	sent := time.Now()
 	g, reply, err := c.request(ctx, name, req, o)
 	if err != nil {
 		return nil, err
 	}
 	c.warnUnenforced(name, reply)
-	return c.newLease(g, req.WaitID, time.Now())
+	// Count the lease's time from no later than the broker does: an immediate
+	// grant's clock starts after the request left; a pushed grant's when the
+	// broker gets its acceptance, which onGrant stamped in ExpiresAt.
+	if g != nil && reply.Status == messages.StatusQueued {
+		sent = g.ExpiresAt.Add(-time.Duration(g.TTLMillis) * time.Millisecond)
+	}
+	return c.newLease(g, req.WaitID, sent)
 }
 
 func (c *Client) warnUnenforced(name string, reply messages.AcquireReply) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/slotbroker/slotbroker/messages"
 )
@@ -107,6 +108,10 @@ func (c *Client) onGrant(m *nats.Msg) {
 	}
 	again := !ok && g.Lease != nil && c.accepted[g.WaitID] == g.Lease.ID
 	c.mu.Unlock()
+	if ok && g.Lease != nil {
+		// The broker starts the lease's clock when it has this acceptance.
+		g.Lease.ExpiresAt = time.Now().Add(time.Duration(g.Lease.TTLMillis) * time.Millisecond)
+	}
 	if m.Reply != "" {
 		if data, err := messages.Marshal(enc, messages.GrantAck{Accept: ok || again}); err == nil {
 			_ = m.Respond(data)
@@ -159,6 +164,10 @@ func (c *Client) call(ctx context.Context, subject string, req, reply any, retry
 		actx, cancel := context.WithTimeout(ctx, c.opts.requestTimeout)
 		msg, err := c.nc.RequestWithContext(actx, subject, data)
 		cancel()
+		if err == nil && retry && msg.Header.Get(micro.ErrorCodeHeader) == "503" {
+			// The broker is shutting down or could not persist: like no answer.
+			err = nats.ErrNoResponders
+		}
 		if err == nil {
 			if _, err := messages.Decode(msg.Data, reply); err != nil {
 				return fmt.Errorf("%w: undecodable reply on %s: %v", ErrUnavailable, subject, err)

@@ -605,3 +605,64 @@ func TestLeaseFencingTokens(t *testing.T) {
 		t.Fatalf("token after re-creation %d not above %d", last, held.Token())
 	}
 }
+
+// TestLeaseClientDeadlineNotAfterBroker: the holder never believes its lease
+// lasts longer than the broker keeps it, so a holder cut off from the broker
+// stops before its slot can go to someone else. Checked for an immediate
+// grant, a queued grant and a renewal.
+func TestLeaseClientDeadlineNotAfterBroker(t *testing.T) {
+	const ttl = 3 * time.Second
+	ev := newEnv(t)
+	c := ev.client()
+	ctx := ctxT(t, 60*time.Second)
+	if _, err := c.CreateLimit(ctx, "dl", 1); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, l *client.Lease) {
+		t.Helper()
+		h, ok := lsHolder(t, c, "dl", l.ID())
+		if !ok {
+			t.Fatalf("%s: not a holder", what)
+		}
+		if l.ExpiresAt().After(h.ExpiresAt) {
+			t.Fatalf("%s: the client's deadline %v is after the broker's %v (by %v)", what,
+				l.ExpiresAt(), h.ExpiresAt, l.ExpiresAt().Sub(h.ExpiresAt))
+		}
+	}
+	l1, err := c.Acquire(ctx, "dl", 1, client.WithLeaseTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("immediate grant", l1)
+
+	got := make(chan *client.Lease, 1)
+	queued := make(chan int, 1)
+	go func() {
+		l, err := ev.client().Acquire(ctx, "dl", 1, client.WithLeaseTTL(ttl), client.WithQueued(func(p int) { queued <- p }))
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	<-queued
+	if err := l1.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l2 := <-got
+	if l2 == nil {
+		t.FailNow()
+	}
+	// The broker starts a pushed grant's clock when it has the acceptance,
+	// which may reach it after the grant reached Acquire's caller.
+	eventually(t, 10*time.Second, "the broker's deadline of the queued grant at or after the client's", func() bool {
+		h, ok := lsHolder(t, c, "dl", l2.ID())
+		return ok && !l2.ExpiresAt().After(h.ExpiresAt)
+	})
+
+	e := l2.ExpiresAt()
+	eventually(t, 2*ttl, "renewal", func() bool { return l2.ExpiresAt().After(e) })
+	check("renewal", l2)
+	if err := l2.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -64,15 +66,37 @@ func rsRestartBroker(t *testing.T, ev *env, opts ...broker.Option) {
 // it) and starts a new one on a new connection to the same server.
 func rsCrashBroker(t *testing.T, ev *env, opts ...broker.Option) {
 	t.Helper()
+	rsKillBroker(t, ev)
+	rsStartBroker(t, ev, opts...)
+}
+
+// rsKillBroker closes the broker's connection under it (no Stop) and opens
+// the connection the next broker will use.
+func rsKillBroker(t *testing.T, ev *env) {
+	t.Helper()
 	old := ev.e.Broker
 	ev.e.Conn.Close()
-	t.Cleanup(func() { _ = old.Stop() }) // only to stop its timers
+	t.Cleanup(func() { rsStopDead(t, old) })
 	nc, err := nats.Connect(ev.e.URL)
 	if err != nil {
 		t.Fatalf("reconnect broker: %v", err)
 	}
 	ev.e.Conn, ev.e.Client = nc, nil
-	rsStartBroker(t, ev, opts...)
+}
+
+// rsStopDead stops a broker whose connection was closed under it, only to
+// stop its timers; it must not hang.
+func rsStopDead(t *testing.T, b *broker.Broker) {
+	done := make(chan struct{})
+	go func() {
+		_ = b.Stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Errorf("Stop of a broker whose connection was closed did not return")
+	}
 }
 
 // rsRestartServer takes the NATS server down with the broker (crash: the
@@ -87,7 +111,7 @@ func rsRestartServer(t *testing.T, ev *env, crash bool, opts ...broker.Option) {
 		ev.e.Conn.Close()
 		ev.e.Server.Shutdown()
 		ev.e.Server.WaitForShutdown()
-		t.Cleanup(func() { _ = old.Stop() })
+		t.Cleanup(func() { rsStopDead(t, old) })
 	} else {
 		ev.e.Stop()
 	}
@@ -462,4 +486,190 @@ func TestRestartFencingTokensAfterPurgedTail(t *testing.T) {
 		t.Fatalf("token %d after restart not above %d before", l.Token(), maxBefore)
 	}
 	_ = l.Release(ctx)
+}
+
+// TestRestartUnacceptedGrant: the broker crashes after pushing a grant and
+// before the waiter accepted it. The restarted broker pushes a grant again
+// (the same lease, or a new one when the outage outlasted the first grant's
+// TTL) whose lease is really held, for a whole TTL from its acceptance.
+func TestRestartUnacceptedGrant(t *testing.T) {
+	const ttl = 2 * time.Second
+	for _, outlive := range []bool{false, true} {
+		t.Run(map[bool]string{false: "short-outage", true: "outage-outlives-ttl"}[outlive], func(t *testing.T) {
+			ev := newEnv(t)
+			admin := ev.client()
+			raw := ev.conn()
+			ctx := ctxT(t, 60*time.Second)
+			if _, err := admin.CreateLimit(ctx, "pend", 1); err != nil {
+				t.Fatal(err)
+			}
+			h, err := admin.Acquire(ctx, "pend", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A raw waiter that does not answer its first grant.
+			pushed := make(chan *nats.Msg, 8)
+			if _, err := raw.ChanSubscribe("rawwaiter.w1", pushed); err != nil {
+				t.Fatal(err)
+			}
+			if err := raw.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			var acq messages.AcquireReply
+			lsRaw(t, raw, lsSubj.Verb(messages.VerbAcquire, "pend"),
+				messages.AcquireRequest{Occupy: 1, TTLMillis: ttl.Milliseconds(), WaitID: "w1", Notify: "rawwaiter.w1"}, &acq)
+			if acq.Error != nil || acq.Status != messages.StatusQueued {
+				t.Fatalf("raw acquire: %+v", acq)
+			}
+			next := func(what string) (*nats.Msg, messages.Grant) {
+				t.Helper()
+				select {
+				case m := <-pushed:
+					var g messages.Grant
+					if err := json.Unmarshal(m.Data, &g); err != nil {
+						t.Fatal(err)
+					}
+					return m, g
+				case <-time.After(15 * time.Second):
+					t.Fatalf("no %s", what)
+				}
+				return nil, messages.Grant{}
+			}
+			if err := h.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			_, g1 := next("grant")
+			if g1.Lease == nil {
+				t.Fatalf("first grant %+v", g1)
+			}
+
+			rsKillBroker(t, ev)
+			if outlive {
+				eventually(t, 2*ttl, "the first grant's deadline passed", func() bool { return time.Now().After(g1.Lease.ExpiresAt) })
+			}
+			restart := time.Now()
+			rsStartBroker(t, ev)
+
+			m, g2 := next("grant pushed again after the restart")
+			if g2.Error != nil || g2.Lease == nil || g2.WaitID != "w1" {
+				t.Fatalf("grant after restart %+v", g2)
+			}
+			if err := m.Respond([]byte(`{"accept":true}`)); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, "waiter record gone once accepted", func() bool {
+				info, err := admin.GetLimit(ctx, "pend")
+				return err == nil && len(info.Waiters) == 0
+			})
+			info, err := admin.GetLimit(ctx, "pend")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(info.Holders) != 1 || info.Holders[0].LeaseID != g2.Lease.ID {
+				t.Fatalf("holders %+v, want the re-pushed lease %s", info.Holders, g2.Lease.ID)
+			}
+			// The lease's clock starts when the waiter accepts, after the restart.
+			if hd := info.Holders[0]; hd.ExpiresAt.Before(restart.Add(ttl)) {
+				t.Fatalf("re-pushed lease expires at %v, before a whole TTL from the restart %v", hd.ExpiresAt, restart.Add(ttl))
+			}
+			if g2.Lease.Token < g1.Lease.Token {
+				t.Fatalf("token %d after restart below the first grant's %d", g2.Lease.Token, g1.Lease.Token)
+			}
+		})
+	}
+}
+
+// TestRestartLateAcceptance: a waiter accepts its grant later than the
+// lease's TTL (within the grant timeout). The lease's clock starts at the
+// acceptance: it must not expire before, and the new deadline must be
+// persisted, so that a broker restarting between the grant's first deadline
+// and the real one keeps the lease.
+func TestRestartLateAcceptance(t *testing.T) {
+	const (
+		ttl   = 2 * time.Second
+		delay = ttl + 500*time.Millisecond
+	)
+	opts := []broker.Option{broker.WithGrantTimeout(30 * time.Second)}
+	ev := newEnv(t, opts...)
+	admin := ev.client()
+	raw := ev.conn()
+	ctx := ctxT(t, 60*time.Second)
+	if _, err := admin.CreateLimit(ctx, "late", 1); err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan *nats.Msg, 64)
+	if _, err := raw.ChanSubscribe(lsSubj.Events("late"), events); err != nil {
+		t.Fatal(err)
+	}
+	pushed := make(chan *nats.Msg, 8)
+	if _, err := raw.ChanSubscribe("rawlate.w1", pushed); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	h, err := admin.Acquire(ctx, "late", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acq messages.AcquireReply
+	lsRaw(t, raw, lsSubj.Verb(messages.VerbAcquire, "late"),
+		messages.AcquireRequest{Occupy: 1, TTLMillis: ttl.Milliseconds(), WaitID: "w1", Notify: "rawlate.w1"}, &acq)
+	if acq.Error != nil || acq.Status != messages.StatusQueued {
+		t.Fatalf("raw acquire: %+v", acq)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var m *nats.Msg
+	select {
+	case m = <-pushed:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no grant")
+	}
+	t0 := time.Now()
+	var g messages.Grant
+	if err := json.Unmarshal(m.Data, &g); err != nil || g.Lease == nil {
+		t.Fatalf("grant %s: %v", m.Data, err)
+	}
+	eventually(t, 2*delay, "a slow acceptance", func() bool { return time.Since(t0) > delay })
+	t1 := time.Now()
+	if err := m.Respond([]byte(`{"accept":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the acceptance processed", func() bool {
+		hd, ok := lsHolder(t, admin, "late", g.Lease.ID)
+		if !ok {
+			t.Fatalf("lease %s expired before it was accepted", g.Lease.ID)
+		}
+		return !hd.ExpiresAt.Before(t1.Add(ttl))
+	})
+	for len(events) > 0 {
+		var e messages.Event
+		if err := json.Unmarshal((<-events).Data, &e); err == nil && e.LeaseID == g.Lease.ID && e.Kind == messages.EventExpired {
+			t.Fatalf("lease %s expired while its grant awaited acceptance", g.Lease.ID)
+		}
+	}
+	js, err := jetstream.New(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, messages.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the acceptance persisted", func() bool {
+		_, err := kv.Get(ctx, "wait.w1")
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
+
+	rsCrashBroker(t, ev, opts...)
+
+	info := rsGet(t, admin, "late")
+	if !time.Now().Before(t1.Add(ttl)) {
+		t.Fatalf("the restart outlasted the accepted lease (deadline %v); the test machine is too slow", t1.Add(ttl))
+	}
+	if len(info.Holders) != 1 || info.Holders[0].LeaseID != g.Lease.ID || info.Holders[0].ExpiresAt.Before(t1.Add(ttl)) {
+		t.Fatalf("after restart holders %+v, want lease %s expiring after %v", info.Holders, g.Lease.ID, t1.Add(ttl))
+	}
 }
