@@ -39,6 +39,7 @@ type Broker struct {
 	mu       sync.Mutex
 	st       *state
 	wakers   map[string]*time.Timer
+	writers  map[string]*limitWriter
 	expiry   expiries
 	started  bool
 	stopped  bool
@@ -67,7 +68,7 @@ func New(nc *nats.Conn, opts ...Option) (*Broker, error) {
 	}
 	return &Broker{
 		nc: nc, opts: o, subj: messages.NewSubjects(o.prefix), log: o.log, now: time.Now,
-		st: newState(o.ttl, newID), wakers: map[string]*time.Timer{},
+		st: newState(o.ttl, newID), wakers: map[string]*time.Timer{}, writers: map[string]*limitWriter{},
 	}, nil
 }
 
@@ -176,9 +177,10 @@ func (b *Broker) begin() bool {
 
 // batch is the effects of one state change with their pending writes.
 type batch struct {
-	fx   *effects
-	futs []jetstream.PubAckFuture
-	err  error
+	fx     *effects
+	futs   []jetstream.PubAckFuture
+	groups []*ackGroup
+	err    error
 }
 
 // applyLocked sends the effects' writes (in order, without waiting) and
@@ -201,6 +203,9 @@ func (b *Broker) applyLocked(fx *effects) *batch {
 			continue
 		}
 		bt.futs = append(bt.futs, f)
+	}
+	for _, name := range dedupe(fx.dirty) {
+		bt.groups = append(bt.groups, b.markDirty(name))
 	}
 	now := b.now()
 	for _, l := range fx.disarm {
@@ -255,6 +260,11 @@ func (b *Broker) finish(bt *batch) error {
 				b.mu.Unlock()
 			}
 		case e := <-f.Err():
+			err = errors.Join(err, e)
+		}
+	}
+	for _, g := range bt.groups {
+		if e := g.wait(); e != nil {
 			err = errors.Join(err, e)
 		}
 	}

@@ -141,6 +141,9 @@ type effects struct {
 	events []messages.Event
 	arm    []*lease
 	disarm []*lease
+	// dirty lists limits whose record must be written. The Broker coalesces
+	// these writes: while one is in flight, later changes share the next.
+	dirty []string
 	// wake lists limits whose decay timer must be recomputed.
 	wake []string
 }

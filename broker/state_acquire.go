@@ -200,7 +200,7 @@ func (s *state) newLease(now time.Time, names []string, occupy int, holder strin
 func (s *state) admit(now time.Time, limits []*limitState, occupy int, holder string, fx *effects) {
 	for _, ls := range limits {
 		ls.bucket.add(now, ls.cfg.SlotDecayPerSecond, occupy)
-		fx.put(limitKey(ls.cfg.Name), ls.record())
+		fx.dirty = append(fx.dirty, ls.cfg.Name)
 		fx.events = append(fx.events, messages.Event{Kind: messages.EventAdmitted, Limit: ls.cfg.Name, Occupy: occupy,
 			Holder: holder, Available: ls.free(now), At: now})
 	}
@@ -333,7 +333,7 @@ func (s *state) refuse(now time.Time, waitID string, fx *effects) {
 		for _, n := range w.names {
 			if ls := s.limits[n]; ls != nil {
 				ls.bucket.remove(ls.cfg.SlotDecayPerSecond, w.occupy)
-				fx.put(limitKey(n), ls.record())
+				fx.dirty = append(fx.dirty, n)
 			}
 		}
 		s.dispatch(now, fx, w.names...)
@@ -451,7 +451,7 @@ func (s *state) dropLease(now time.Time, l *lease, kind string, fx *effects) {
 		delete(ls.leases, l.id)
 		if ls.cfg.SlotDecayPerSecond > 0 {
 			ls.bucket.add(now, ls.cfg.SlotDecayPerSecond, l.occupy)
-			fx.put(limitKey(n), ls.record())
+			fx.dirty = append(fx.dirty, n)
 		}
 	}
 	s.dispatch(now, fx, l.names...)

@@ -33,7 +33,7 @@ func (s *state) create(now time.Time, name string, req *messages.CreateRequest, 
 	ls := newLimitState(messages.Limit{Name: name, Limit: req.Limit, SlotDecayPerSecond: req.SlotDecayPerSecond,
 		Active: active, CreatedAt: now, UpdatedAt: now})
 	s.limits[name] = ls
-	fx.put(limitKey(name), ls.record())
+	fx.dirty = append(fx.dirty, name)
 	cfg := ls.cfg
 	fx.events = append(fx.events, messages.Event{Kind: messages.EventCreated, Limit: name, Available: ls.free(now), Config: &cfg, At: now})
 	info := s.info(now, ls)
@@ -72,7 +72,7 @@ func (s *state) update(now time.Time, name string, req *messages.UpdateRequest, 
 		ls.cfg.Active = *req.Active
 	}
 	ls.cfg.UpdatedAt = now
-	fx.put(limitKey(name), ls.record())
+	fx.dirty = append(fx.dirty, name)
 	if !ls.cfg.Active {
 		s.unenforce(now, ls, fx)
 	}

@@ -55,6 +55,11 @@ func (sim *rateSim) apply(fx *effects) {
 			delete(sim.waitRec, id)
 		}
 	}
+	for _, name := range fx.dirty {
+		if ls := sim.st.limits[name]; ls != nil {
+			sim.limitRec[name] = ls.record()
+		}
+	}
 	for _, ev := range fx.events {
 		if ev.Kind == messages.EventAdmitted {
 			sim.admitted = append(sim.admitted, ev.At)
@@ -341,8 +346,8 @@ func TestRateTriesDoNotSlowDecay(t *testing.T) {
 		fx := &effects{}
 		res := sim.st.acquire(sim.now, "r", &messages.AcquireRequest{Occupy: 1, Rate: true, Try: true}, messages.Msgpack, fx)
 		wantCode(t, res.reply, messages.CodeNoSlots)
-		if len(fx.ops) != 0 {
-			t.Fatalf("a failed try wrote %d records", len(fx.ops))
+		if len(fx.ops) != 0 || len(fx.dirty) != 0 {
+			t.Fatalf("a failed try wrote %d records and %d limits", len(fx.ops), len(fx.dirty))
 		}
 	}
 	if !sim.st.limits["r"].bucket.tat.Equal(tat) {
