@@ -88,8 +88,11 @@ type state struct {
 	// before their acquisition arrived (acquire and cancel are separate
 	// subscriptions, so a cancel can overtake its acquire); such a late
 	// acquisition is refused instead of queueing or holding slots for nobody.
+	// The same memory answers a retried rate admission (admitted) as
+	// admitted instead of admitting it twice.
 	cancelled      map[string]time.Time
 	cancelledOrder []string
+	admitted       map[string]bool
 }
 
 type ttlBounds struct {
@@ -106,6 +109,7 @@ func newState(ttl ttlBounds, newID func() string) *state {
 		newID:   newID,
 
 		cancelled: map[string]time.Time{},
+		admitted:  map[string]bool{},
 	}
 }
 

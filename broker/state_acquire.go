@@ -42,6 +42,9 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 			return acquireResult{reply: r}
 		}
 		if _, gone := s.cancelled[req.WaitID]; gone {
+			if s.admitted[req.WaitID] {
+				return acquireResult{reply: messages.AcquireReply{Status: messages.StatusGranted, WaitID: req.WaitID}}
+			}
 			return fail(messages.Errorf(messages.CodeBadRequest, "wait_id %q was cancelled before this acquisition arrived", req.WaitID))
 		}
 	}
@@ -87,6 +90,7 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 	if ready {
 		if req.Rate {
 			s.admit(now, enforced, req.Occupy, req.Holder, fx)
+			s.rememberAdmitted(now, req.WaitID)
 			return acquireResult{reply: reply}
 		}
 		l := s.newLease(now, enforcedNames, req.Occupy, req.Holder, ttl, req.WaitID)
@@ -312,6 +316,7 @@ func (s *state) accept(now time.Time, waitID string, fx *effects) {
 	if w := s.waiters[waitID]; w != nil && w.granted {
 		delete(s.waiters, waitID)
 		fx.purge(waiterKey(waitID))
+		s.rememberAdmitted(now, waitID)
 		return
 	}
 	if l := s.byWait[waitID]; l != nil && l.pending {
@@ -378,6 +383,7 @@ func (s *state) tombstone(now time.Time, waitID string) {
 			break
 		}
 		delete(s.cancelled, old)
+		delete(s.admitted, old)
 		s.cancelledOrder = s.cancelledOrder[1:]
 	}
 	if waitID == "" || len(waitID) > maxIDLen {
@@ -387,6 +393,16 @@ func (s *state) tombstone(now time.Time, waitID string) {
 		s.cancelledOrder = append(s.cancelledOrder, waitID)
 	}
 	s.cancelled[waitID] = now
+}
+
+// rememberAdmitted keeps a rate admission's wait id for cancelTombstoneTTL,
+// so that a retry of it is answered as admitted, not admitted again.
+func (s *state) rememberAdmitted(now time.Time, waitID string) {
+	if waitID == "" {
+		return
+	}
+	s.tombstone(now, waitID)
+	s.admitted[waitID] = true
 }
 
 // release ends a lease; an unknown lease is not an error.

@@ -44,7 +44,7 @@ func (s *state) notFound(name string) *messages.Error {
 	if e := messages.ValidateName(name); e != nil {
 		return e
 	}
-	return messages.Errorf(messages.CodeNotFound, "limit %q does not exist: create it first (see list for the names)", name)
+	return messages.Errorf(messages.CodeNotFound, "limit %q does not exist: create it first (slotctl ls shows the names)", name)
 }
 
 // update changes a limit's settings; raising the limit grants waiters at once.

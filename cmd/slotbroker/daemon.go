@@ -36,6 +36,7 @@ type daemon struct {
 // run starts the daemon, serves until SIGINT or SIGTERM (or ctx ends), and
 // shuts down cleanly.
 func run(parent context.Context, cfg *Config, stderr io.Writer) error {
+	tuneGC()
 	level, err := parseLevel(cfg.LogLevel)
 	if err != nil {
 		return err
