@@ -244,10 +244,10 @@ func (b *Broker) setWaker(now time.Time, name string) {
 	b.wakers[name] = time.AfterFunc(d, func() { b.onWake(name) })
 }
 
-// finish waits for the batch's writes, records fencing tokens, then
-// publishes events and pushes grants and failures. It returns the first
+// settle waits for the batch's writes, records fencing tokens, then pushes
+// grants and failures. It returns the first
 // write error.
-func (b *Broker) finish(bt *batch) error {
+func (b *Broker) settle(bt *batch) error {
 	err := bt.err
 	for i, f := range bt.futs {
 		select {
@@ -271,6 +271,19 @@ func (b *Broker) finish(bt *batch) error {
 	if err != nil {
 		b.log.Error("bucket write failed", "err", err)
 	}
+	for _, g := range bt.fx.grants {
+		b.inflight.Add(1)
+		go b.pushGrant(g)
+	}
+	for _, f := range bt.fx.fails {
+		b.pushFailure(f)
+	}
+	return err
+}
+
+// announce publishes the batch's events; callers answer their requester
+// first, so observers never delay the work.
+func (b *Broker) announce(bt *batch) {
 	for _, ev := range bt.fx.events {
 		if ev.LeaseID != "" && ev.Token == 0 {
 			// Events of a new lease were made before its write gave it a token.
@@ -286,13 +299,12 @@ func (b *Broker) finish(bt *batch) error {
 			_ = b.nc.Publish(b.subj.Event(ev.Limit, ev.Kind), data)
 		}
 	}
-	for _, g := range bt.fx.grants {
-		b.inflight.Add(1)
-		go b.pushGrant(g)
-	}
-	for _, f := range bt.fx.fails {
-		b.pushFailure(f)
-	}
+}
+
+// finish settles a batch and announces its events.
+func (b *Broker) finish(bt *batch) error {
+	err := b.settle(bt)
+	b.announce(bt)
 	return err
 }
 

@@ -167,7 +167,7 @@ func (b *Broker) handleAcquire(req micro.Request, name string) func() {
 	var res acquireResult
 	bt := b.change(func(now time.Time, fx *effects) { res = b.st.acquire(now, name, &r, enc, fx) })
 	return func() {
-		if err := b.finish(bt); err != nil && res.reply.Error == nil {
+		if err := b.settle(bt); err != nil && res.reply.Error == nil {
 			if res.lease != nil {
 				_ = b.finish(b.change(func(now time.Time, fx *effects) {
 					if b.st.leases[res.lease.id] == res.lease {
@@ -183,6 +183,7 @@ func (b *Broker) handleAcquire(req micro.Request, name string) func() {
 			b.mu.Unlock()
 		}
 		respond(req, enc, res.reply, res.reply.Error)
+		b.announce(bt)
 	}
 }
 
@@ -195,10 +196,11 @@ func (b *Broker) handleRelease(req micro.Request, _ string) func() {
 	var reply messages.ReleaseReply
 	bt := b.change(func(now time.Time, fx *effects) { reply = b.st.release(now, r.LeaseID, fx) })
 	return func() {
-		if err := b.finish(bt); err != nil {
+		if err := b.settle(bt); err != nil {
 			reply = messages.ReleaseReply{Error: storeError(err)}
 		}
 		respond(req, enc, reply, reply.Error)
+		b.announce(bt)
 	}
 }
 
@@ -211,10 +213,11 @@ func (b *Broker) handleRenew(req micro.Request, _ string) func() {
 	var reply messages.RenewReply
 	bt := b.change(func(now time.Time, fx *effects) { reply = b.st.renew(now, r.LeaseID, r.TTLMillis, fx) })
 	return func() {
-		if err := b.finish(bt); err != nil && reply.Error == nil {
+		if err := b.settle(bt); err != nil && reply.Error == nil {
 			reply = messages.RenewReply{Error: storeError(err)}
 		}
 		respond(req, enc, reply, reply.Error)
+		b.announce(bt)
 	}
 }
 
@@ -227,10 +230,11 @@ func (b *Broker) handleCancel(req micro.Request, _ string) func() {
 	var reply messages.CancelReply
 	bt := b.change(func(now time.Time, fx *effects) { reply = b.st.cancel(now, r.WaitID, fx) })
 	return func() {
-		if err := b.finish(bt); err != nil {
+		if err := b.settle(bt); err != nil {
 			reply = messages.CancelReply{Error: storeError(err)}
 		}
 		respond(req, enc, reply, reply.Error)
+		b.announce(bt)
 	}
 }
 
@@ -239,10 +243,11 @@ func (b *Broker) limitVerb(req micro.Request, enc messages.Encoding, fn func(now
 	var reply messages.LimitReply
 	bt := b.change(func(now time.Time, fx *effects) { reply = fn(now, fx) })
 	return func() {
-		if err := b.finish(bt); err != nil && reply.Error == nil {
+		if err := b.settle(bt); err != nil && reply.Error == nil {
 			reply = messages.LimitReply{Error: storeError(err)}
 		}
 		respond(req, enc, reply, reply.Error)
+		b.announce(bt)
 	}
 }
 
