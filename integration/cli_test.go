@@ -287,7 +287,7 @@ func (x *cliEnv) testCreateLsInspect(t *testing.T) {
 	}
 
 	r = x.slotctl(t, "ls").ok(t)
-	for _, want := range []string{"cli-db", "cli-dbrate", "SLOT DECAY PER SECOND", "2.5"} {
+	for _, want := range []string{"cli-db", "cli-dbrate", "SLOT DECAY PER SECOND", "2.5", "NEXT SLOT IN"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Fatalf("ls output lacks %q:\n%s", want, r.stdout)
 		}

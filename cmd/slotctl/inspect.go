@@ -56,11 +56,7 @@ func printInspect(w io.Writer, info *client.LimitInfo, now time.Time) error {
 	row("Active slots", strconv.Itoa(info.ActiveSlots))
 	row("Denied slots", strconv.FormatInt(info.DeniedSlots, 10))
 	if info.SlotDecayPerSecond > 0 {
-		next := "now"
-		if info.NextSlotInMillis > 0 {
-			next = (time.Duration(info.NextSlotInMillis) * time.Millisecond).String()
-		}
-		row("Next slot in", next)
+		row("Next slot in", nextSlot(info))
 	}
 	row("Created", formatTime(info.CreatedAt, now))
 	row("Updated", formatTime(info.UpdatedAt, now))

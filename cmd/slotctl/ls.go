@@ -43,9 +43,10 @@ func (a *app) lsCmd() *cobra.Command {
 			rows := make([][]string, 0, len(limits))
 			for _, l := range limits {
 				rows = append(rows, []string{l.Name, yesNo(l.Active), strconv.Itoa(l.Limit.Limit), strconv.Itoa(l.ActiveSlots),
-					formatFloat(l.SlotDecayPerSecond), strconv.Itoa(len(l.Holders)), strconv.Itoa(len(l.Waiters))})
+					formatFloat(l.SlotDecayPerSecond), nextSlot(&l), strconv.Itoa(len(l.Holders)), strconv.Itoa(len(l.Waiters))})
 			}
-			return printTable(a.stdout, []string{"name", "active", "limit", "active slots", "slot decay per second", "holders", "waiters"}, rows)
+			return printTable(a.stdout, []string{"name", "active", "limit", "active slots", "slot decay per second", "next slot in",
+				"holders", "waiters"}, rows)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the limits as a JSON array")

@@ -108,3 +108,16 @@ func printLimitResult(w io.Writer, verb string, info *client.LimitInfo, asJSON b
 	_, err := fmt.Fprintf(w, "%s %s\n", verb, summary(info))
 	return err
 }
+
+// nextSlot is when a rate limit frees its next slot: "now", a duration, or
+// "-" for a limit without slot decay.
+func nextSlot(info *client.LimitInfo) string {
+	switch {
+	case info.SlotDecayPerSecond <= 0:
+		return "-"
+	case info.NextSlotInMillis > 0:
+		return (time.Duration(info.NextSlotInMillis) * time.Millisecond).String()
+	default:
+		return "now"
+	}
+}
