@@ -133,8 +133,11 @@ func (p *daemonProc) waitReady(url, prefix string) *client.Client {
 		if p.exited() {
 			p.t.Fatalf("slotbroker exited with status %d before serving:\n%s", p.cmd.ProcessState.ExitCode(), p.stderr)
 		}
-		if c := daemonTryClient(url, prefix); c != nil {
-			p.t.Cleanup(func() { _ = c.Close() })
+		if c, closeConn := daemonTryClient(url, prefix); c != nil {
+			p.t.Cleanup(func() {
+				_ = c.Close()
+				closeConn()
+			})
 			return c
 		}
 		if time.Now().After(deadline) {
@@ -144,25 +147,26 @@ func (p *daemonProc) waitReady(url, prefix string) *client.Client {
 	}
 }
 
-// daemonTryClient returns a client whose ListLimits succeeded, or nil.
-func daemonTryClient(url, prefix string) *client.Client {
+// daemonTryClient returns a client whose ListLimits succeeded and a function
+// that closes its connection, or nil.
+func daemonTryClient(url, prefix string) (*client.Client, func()) {
 	nc, err := nats.Connect(url, nats.Timeout(time.Second), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	c, err := client.New(nc, client.WithPrefix(prefix), client.WithRequestTimeout(time.Second), client.WithRetryFor(0))
 	if err != nil {
 		nc.Close()
-		return nil
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if _, err := c.ListLimits(ctx); err != nil {
 		_ = c.Close()
 		nc.Close()
-		return nil
+		return nil, nil
 	}
-	return c
+	return c, nc.Close
 }
 
 // signal sends sig and returns the exit status, failing if the process
