@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -108,7 +106,7 @@ func (x *cliEnv) startDaemon(bin string) string {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	var logs cliBuffer
+	var logs syncBuffer
 	cmd := exec.Command(bin, "--listen", addr, "--data", filepath.Join(x.dir, "data"))
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -161,24 +159,6 @@ func cliBrokerAnswers(url string) bool {
 	return err == nil
 }
 
-// cliBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type cliBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *cliBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *cliBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // cliResult is one slotctl run.
 type cliResult struct {
 	stdout, stderr string
@@ -208,7 +188,7 @@ func (x *cliEnv) raw(t *testing.T, args ...string) cliResult {
 
 func cliWait(t *testing.T, cmd *exec.Cmd) cliResult {
 	t.Helper()
-	var stdout, stderr cliBuffer
+	var stdout, stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %v: %v", cmd.Args, err)
@@ -447,7 +427,7 @@ func (x *cliEnv) testRunTakesTurns(t *testing.T) {
 	// A holds the slot until the test creates the gate file.
 	a := x.command("run", "cli-turns", "--holder", "first-run", "--", "sh", "-c",
 		`echo startA >> "$0"; while [ ! -e "$1" ]; do sleep 0.01; done; echo endA >> "$0"`, log, gate)
-	var aOut cliBuffer
+	var aOut syncBuffer
 	a.Stdout, a.Stderr = &aOut, &aOut
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
@@ -559,11 +539,11 @@ func (x *cliEnv) testRunOccupyAboveLimit(t *testing.T) {
 }
 
 // startRun starts `slotctl run name -- sleep 60` and waits until it holds the slot.
-func (x *cliEnv) startRun(t *testing.T, name string, extra ...string) (*exec.Cmd, *cliBuffer, chan int) {
+func (x *cliEnv) startRun(t *testing.T, name string, extra ...string) (*exec.Cmd, *syncBuffer, chan int) {
 	t.Helper()
 	args := append(append([]string{"run", name}, extra...), "--", "sleep", "60")
 	cmd := x.command(args...)
-	var out cliBuffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -586,7 +566,7 @@ func (x *cliEnv) startRun(t *testing.T, name string, extra ...string) (*exec.Cmd
 	return cmd, &out, done
 }
 
-func cliExit(t *testing.T, done chan int, out *cliBuffer) int {
+func cliExit(t *testing.T, done chan int, out *syncBuffer) int {
 	t.Helper()
 	select {
 	case code := <-done:
@@ -643,7 +623,7 @@ func (x *cliEnv) testWatchJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var errOut cliBuffer
+	var errOut syncBuffer
 	cmd.Stderr = &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

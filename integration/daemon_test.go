@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,29 +50,11 @@ func daemonBuild(t *testing.T) string {
 	return bin
 }
 
-// daemonOutput collects a process's stderr safely across goroutines.
-type daemonOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *daemonOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *daemonOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
 // daemonProc is a running slotbroker process.
 type daemonProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	stderr *daemonOutput
+	stderr *syncBuffer
 	done   chan struct{}
 }
 
@@ -92,7 +72,7 @@ func daemonEnv(extra ...string) []string {
 
 func daemonStart(t *testing.T, bin string, env []string, args ...string) *daemonProc {
 	t.Helper()
-	p := &daemonProc{t: t, cmd: exec.Command(bin, args...), stderr: &daemonOutput{}, done: make(chan struct{})}
+	p := &daemonProc{t: t, cmd: exec.Command(bin, args...), stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = env
 	p.cmd.Stdout = p.stderr
 	p.cmd.Stderr = p.stderr
