@@ -42,7 +42,9 @@ func Marshal(enc Encoding, v any) ([]byte, error) {
 		return json.Marshal(v)
 	}
 	var buf bytes.Buffer
-	e := msgpack.NewEncoder(&buf)
+	e := msgpack.GetEncoder() // pooled: encoders are costly to make on every message
+	defer msgpack.PutEncoder(e)
+	e.Reset(&buf)
 	e.SetCustomStructTag("json")
 	e.SetOmitEmpty(true)
 	if err := e.Encode(v); err != nil {
@@ -63,7 +65,9 @@ func Unmarshal(enc Encoding, data []byte, v any) error {
 		}
 		return nil
 	}
-	d := msgpack.NewDecoder(bytes.NewReader(data))
+	d := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(d)
+	d.Reset(bytes.NewReader(data))
 	d.SetCustomStructTag("json")
 	if err := d.Decode(v); err != nil {
 		return fmt.Errorf("decode msgpack: %w", err)
