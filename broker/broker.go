@@ -36,15 +36,18 @@ type Broker struct {
 	kvSubject string
 	svc       micro.Service
 
-	mu       sync.Mutex
-	st       *state
-	wakers   map[string]*time.Timer
-	writers  map[string]*limitWriter
-	expiry   expiries
-	started  bool
-	stopped  bool
-	inflight sync.WaitGroup
-	stopOnce sync.Once
+	mu      sync.Mutex
+	st      *state
+	wakers  map[string]*time.Timer
+	writers map[string]*limitWriter
+	expiry  expiries
+	// startedAt is when Start began serving; quit is closed by Stop.
+	startedAt time.Time
+	quit      chan struct{}
+	started   bool
+	stopped   bool
+	inflight  sync.WaitGroup
+	stopOnce  sync.Once
 }
 
 // New returns a Broker that will serve on nc. It checks the options; Start
@@ -69,6 +72,7 @@ func New(nc *nats.Conn, opts ...Option) (*Broker, error) {
 	return &Broker{
 		nc: nc, opts: o, subj: messages.NewSubjects(o.prefix), log: o.log, now: time.Now,
 		st: newState(o.ttl, newID), wakers: map[string]*time.Timer{}, writers: map[string]*limitWriter{},
+		quit: make(chan struct{}),
 	}, nil
 }
 
@@ -88,6 +92,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		return nil
 	}
 	b.started = true
+	b.startedAt = time.Now()
 	b.mu.Unlock()
 
 	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(1<<16),
@@ -143,6 +148,7 @@ func (b *Broker) Stop() error {
 		b.mu.Lock()
 		b.stopped = true
 		b.mu.Unlock()
+		close(b.quit)
 		if b.svc != nil {
 			err = b.svc.Stop()
 		}
@@ -365,7 +371,7 @@ func (b *Broker) pushGrant(g pushedGrant) {
 	b.mu.Unlock()
 	accepted := false
 	if data, err := messages.Marshal(g.w.enc, msg); err == nil {
-		if resp, err := b.nc.Request(g.w.notify, data, b.opts.grantTimeout); err == nil {
+		if resp, err := b.deliver(g.w.notify, data, g.w.recovered); err == nil {
 			var ack messages.GrantAck
 			_, derr := messages.Decode(resp.Data, &ack)
 			accepted = derr == nil && ack.Accept
@@ -380,6 +386,27 @@ func (b *Broker) pushGrant(g pushedGrant) {
 			b.st.refuse(now, g.w.id, fx)
 		}
 	}))
+}
+
+// deliver sends a grant as a request. No responders means the waiter is
+// gone, except for a waiter queued before this broker started (recovered)
+// shortly after Start: its connection may still be reconnecting to a
+// restarted server, so the grant is tried again until the reconnect grace
+// has passed.
+func (b *Broker) deliver(subject string, data []byte, recovered bool) (*nats.Msg, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		resp, err := b.nc.Request(subject, data, b.opts.grantTimeout)
+		if !recovered || !errors.Is(err, nats.ErrNoResponders) || time.Since(b.startedAt) > b.opts.reconnectGrace {
+			return resp, err
+		}
+		select {
+		case <-b.quit:
+			return nil, err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
 }
 
 // pushFailure tells a waiter its acquisition failed; it needs no answer.

@@ -14,6 +14,9 @@ const (
 	DefaultMinLeaseTTL  = time.Second
 	DefaultMaxLeaseTTL  = 24 * time.Hour
 	DefaultGrantTimeout = 2 * time.Second
+	// DefaultReconnectGrace covers a client's reconnection to a restarted
+	// server (nats.go waits 2 s between attempts by default).
+	DefaultReconnectGrace = 10 * time.Second
 )
 
 type options struct {
@@ -22,8 +25,10 @@ type options struct {
 	replicas     int
 	ttl          ttlBounds
 	grantTimeout time.Duration
-	log          *slog.Logger
-	memory       bool
+	// reconnectGrace: after Start, a grant that finds no responder is retried this long.
+	reconnectGrace time.Duration
+	log            *slog.Logger
+	memory         bool
 }
 
 func defaultOptions() options {
@@ -32,8 +37,8 @@ func defaultOptions() options {
 		bucket:       messages.DefaultBucket,
 		replicas:     1,
 		ttl:          ttlBounds{def: DefaultLeaseTTL, min: DefaultMinLeaseTTL, max: DefaultMaxLeaseTTL},
-		grantTimeout: DefaultGrantTimeout,
-		log:          slog.New(slog.DiscardHandler),
+		grantTimeout: DefaultGrantTimeout, reconnectGrace: DefaultReconnectGrace,
+		log: slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -97,6 +102,20 @@ func WithGrantTimeout(d time.Duration) Option {
 			return configErr("grant timeout %v: give a positive duration", d)
 		}
 		o.grantTimeout = d
+		return nil
+	}
+}
+
+// WithReconnectGrace sets how long after Start a grant to a waiter queued
+// before the restart that finds no responder is retried instead of passed on
+// (default 10 s): waiters whose connections are still reconnecting to a
+// restarted server keep their turn. 0 passes such grants on at once.
+func WithReconnectGrace(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return configErr("reconnect grace %v: give 0 or a positive duration", d)
+		}
+		o.reconnectGrace = d
 		return nil
 	}
 }

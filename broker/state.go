@@ -44,6 +44,9 @@ type waiter struct {
 	elems []*list.Element
 	// granted: admitted (rate waiters), the waiter has not accepted yet.
 	granted bool
+	// recovered: rebuilt from the bucket at Start, so its client may still be
+	// reconnecting to a restarted server.
+	recovered bool
 }
 
 // forget takes name out of the waiter's names, with its queue element.

@@ -278,7 +278,8 @@ func (s *state) dispatch(now time.Time, fx *effects, names ...string) {
 func (s *state) canGrant(now time.Time, w *waiter) bool {
 	for _, n := range w.names {
 		ls := s.limits[n]
-		if !ls.headIs(w) || !ls.hasRoom(now, w.occupy) {
+		// nil: a limit being deleted, whose waiters are failed next.
+		if ls == nil || !ls.headIs(w) || !ls.hasRoom(now, w.occupy) {
 			return false
 		}
 	}

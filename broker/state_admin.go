@@ -102,14 +102,16 @@ func (s *state) unenforce(now time.Time, ls *limitState, fx *effects) {
 
 // failTooLarge fails the waiters that ask for more than a lowered limit allows.
 func (s *state) failTooLarge(now time.Time, ls *limitState, fx *effects) {
-	for e := ls.queue.Front(); e != nil; {
-		next := e.Next()
-		w := e.Value.(*waiter)
-		if w.occupy > ls.cfg.Limit {
-			s.failWaiter(now, w, messages.Errorf(messages.CodeInvalidOccupy,
-				"limit %q was lowered to %d slots, fewer than the %d requested", ls.cfg.Name, ls.cfg.Limit, w.occupy), fx)
+	// Collect first: failing one dispatches, which can dequeue the next elements.
+	var tooLarge []*waiter
+	for e := ls.queue.Front(); e != nil; e = e.Next() {
+		if w := e.Value.(*waiter); w.occupy > ls.cfg.Limit {
+			tooLarge = append(tooLarge, w)
 		}
-		e = next
+	}
+	for _, w := range tooLarge {
+		s.failWaiter(now, w, messages.Errorf(messages.CodeInvalidOccupy,
+			"limit %q was lowered to %d slots, fewer than the %d requested", ls.cfg.Name, ls.cfg.Limit, w.occupy), fx)
 	}
 }
 
@@ -138,6 +140,13 @@ func (s *state) remove(now time.Time, name string, fx *effects) messages.LimitRe
 	}
 	for _, l := range ls.leases {
 		s.dropLease(now, l, messages.EventReleased, fx)
+	}
+	// An admitted rate waiter not yet answered must not, if it declines,
+	// take its slots out of a new limit of the same name.
+	for _, w := range s.waiters {
+		if w.granted {
+			w.forget(name)
+		}
 	}
 	fx.events = append(fx.events, messages.Event{Kind: messages.EventDeleted, Limit: name, At: now})
 	return messages.LimitReply{Limit: &info}

@@ -80,6 +80,8 @@ func (b *Broker) load(ctx context.Context) error {
 	pendingWaits := map[string]bool{}
 	for _, w := range waiters {
 		pendingWaits[w.rec.ID] = true
+		// Every stored order is taken, also of waiters whose grant is pending.
+		st.nextOrder = max(st.nextOrder, w.rec.Order)
 	}
 	var regrant []*lease
 	for _, rl := range leases {
@@ -110,6 +112,7 @@ func (b *Broker) load(ctx context.Context) error {
 			continue // its lease exists: the grant is pushed again below
 		}
 		wt := rw.rec.waiter()
+		wt.recovered = true
 		wt.names = existing(st, wt.names)
 		if len(wt.names) == 0 {
 			fx.fails = append(fx.fails, failedWait{w: wt, err: messages.Errorf(messages.CodeNotFound, "the limits waited for no longer exist")})
@@ -120,7 +123,7 @@ func (b *Broker) load(ctx context.Context) error {
 		st.nextOrder = max(st.nextOrder, wt.order)
 	}
 	for _, l := range regrant {
-		fx.grants = append(fx.grants, pushedGrant{w: &waiter{id: l.waitID, notify: l.notify, enc: l.enc, names: l.names, occupy: l.occupy}, lease: l})
+		fx.grants = append(fx.grants, pushedGrant{w: &waiter{id: l.waitID, notify: l.notify, enc: l.enc, names: l.names, occupy: l.occupy, recovered: true}, lease: l})
 	}
 	var expired []string
 	for id, l := range st.leases {

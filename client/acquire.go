@@ -41,15 +41,26 @@ func (c *Client) Do(ctx context.Context, name string, occupy int, fn func(contex
 	}
 	fnCtx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(l.Context(), func() { cancel(context.Cause(l.Context())) })
-	fnErr := fn(fnCtx)
-	stop()
-	cancel(nil)
-	lost := l.Err()
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.requestTimeout)
-	defer rcancel()
-	if err := l.Release(rctx); err != nil && lost == nil {
-		c.log.Warn("slotbroker: release failed; the lease will expire", "limit", name, "err", err)
+	finish := func() error {
+		stop()
+		cancel(nil)
+		lost := l.Err()
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.requestTimeout)
+		defer rcancel()
+		if err := l.Release(rctx); err != nil && lost == nil {
+			c.log.Warn("slotbroker: release failed; the lease will expire", "limit", name, "err", err)
+		}
+		return lost
 	}
+	returned := false
+	defer func() {
+		if !returned { // fn panicked or called runtime.Goexit: release anyway
+			_ = finish()
+		}
+	}()
+	fnErr := fn(fnCtx)
+	returned = true
+	lost := finish()
 	if lost != nil {
 		if o.strict {
 			return joinErr(lost, fnErr)
@@ -115,7 +126,7 @@ func (c *Client) request(ctx context.Context, name string, req *messages.Acquire
 	if err := c.call(ctx, c.subj.Verb(messages.VerbAcquire, name), req, &reply, true); err != nil {
 		if req.WaitID != "" && c.forgetWait(req.WaitID) && ctx.Err() != nil {
 			// The broker may have queued the request before we gave up.
-			c.giveBack(req.WaitID, name)
+			c.giveBack(req.WaitID, name, false)
 		}
 		return nil, reply, err
 	}
@@ -145,21 +156,24 @@ func (c *Client) request(ctx context.Context, name string, req *messages.Acquire
 			g := <-ch
 			c.forgetAccepted(req.WaitID)
 			if g.Error == nil {
-				c.giveBack(req.WaitID, name)
+				c.giveBack(req.WaitID, name, true)
 			}
 		} else {
-			c.giveBack(req.WaitID, name)
+			c.giveBack(req.WaitID, name, false)
 		}
 		return nil, reply, ctxError(ctx)
 	}
 }
 
-// giveBack cancels a wait at the broker, which also releases a lease granted to it.
-func (c *Client) giveBack(waitID, name string) {
+// giveBack cancels a wait at the broker, which also releases a lease granted
+// to it. Unless held (a grant was accepted), it tries once, so that a caller
+// who gave up is not held back while no broker answers: a grant pushed later
+// for the wait is declined anyway.
+func (c *Client) giveBack(waitID, name string, held bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.requestTimeout)
 	defer cancel()
 	var reply messages.CancelReply
-	if err := c.call(ctx, c.subj.Verb(messages.VerbCancel, name), &messages.CancelRequest{WaitID: waitID}, &reply, true); err != nil {
+	if err := c.call(ctx, c.subj.Verb(messages.VerbCancel, name), &messages.CancelRequest{WaitID: waitID}, &reply, held); err != nil {
 		c.log.Warn("slotbroker: could not withdraw a wait; its grant will be declined", "limit", name, "err", err)
 	}
 }

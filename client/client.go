@@ -175,7 +175,10 @@ func (c *Client) call(ctx context.Context, subject string, req, reply any, retry
 			return nil
 		}
 		if ctx.Err() != nil {
-			return ctxError(ctx)
+			if giveUp.IsZero() && !errors.Is(err, nats.ErrNoResponders) {
+				return ctxError(ctx)
+			}
+			return noAnswer(ctx, subject, err)
 		}
 		transient := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 		if !transient {
@@ -190,10 +193,16 @@ func (c *Client) call(ctx context.Context, subject string, req, reply any, retry
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return ctxError(ctx)
+			return noAnswer(ctx, subject, err)
 		}
 		backoff = min(backoff*2, time.Second)
 	}
+}
+
+// noAnswer is the error of a call whose ctx ended while no broker answered:
+// it matches ctx's error (ErrTimeout, context.Canceled) and ErrUnavailable.
+func noAnswer(ctx context.Context, subject string, err error) error {
+	return fmt.Errorf("%w (%w: no slotbroker answered on %s: %v)", ctxError(ctx), ErrUnavailable, subject, err)
 }
 
 // ctxError maps an ended context to ErrTimeout or its cause.

@@ -91,7 +91,8 @@ func (l *Lease) Err() error {
 }
 
 // Release gives the slots back. It is idempotent: releasing twice, or a lost
-// lease, returns nil. It retries while no broker answers, within ctx.
+// lease, returns nil. It retries while no broker answers, within ctx; after
+// it failed, Release can be called again.
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	if l.released || l.err != nil {
@@ -105,10 +106,17 @@ func (l *Lease) Release(ctx context.Context) error {
 		return nil
 	}
 	var reply messages.ReleaseReply
-	if err := l.c.call(ctx, l.c.subj.Verb(messages.VerbRelease, l.grant.Names0()), &messages.ReleaseRequest{LeaseID: l.grant.ID}, &reply, true); err != nil {
-		return err
+	err := l.c.call(ctx, l.c.subj.Verb(messages.VerbRelease, l.grant.Names0()), &messages.ReleaseRequest{LeaseID: l.grant.ID}, &reply, true)
+	if err == nil {
+		err = fromWire(reply.Error)
 	}
-	return fromWire(reply.Error)
+	if err != nil {
+		// Not released: a later Release must try again, not report success.
+		l.mu.Lock()
+		l.released = false
+		l.mu.Unlock()
+	}
+	return err
 }
 
 // end stops renewal and closes Done, once; cause nil means released.
@@ -159,11 +167,16 @@ func (l *Lease) renewLoop() {
 			l.end(fmt.Errorf("%w: lease %s expired at %s before it could be renewed", ErrLeaseLost, l.grant.ID, deadline.Format(time.RFC3339Nano)))
 			return
 		}
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		// Derived from the lease's context: Release or Client.Close stop a
+		// renewal in flight instead of waiting for it to give up.
+		ctx, cancel := context.WithDeadline(l.ctx, deadline)
 		sent := time.Now()
 		var reply messages.RenewReply
 		err := l.c.call(ctx, l.c.subj.Verb(messages.VerbRenew, l.grant.Names0()), &messages.RenewRequest{LeaseID: l.grant.ID}, &reply, true)
 		cancel()
+		if l.ctx.Err() != nil {
+			return // the lease ended meanwhile
+		}
 		if err == nil {
 			err = fromWire(reply.Error)
 		}

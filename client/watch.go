@@ -14,7 +14,8 @@ import (
 type Event = messages.Event
 
 // Watch calls fn for every event on the limit name (every limit when name is
-// "") until ctx ends; it returns ctx's error. fn runs on one goroutine, in order.
+// "") until ctx ends, and returns ctx's error; or until the Client or its
+// connection is closed, and returns ErrClosed. fn runs on one goroutine, in order.
 func (c *Client) Watch(ctx context.Context, name string, fn func(Event)) error {
 	if name != "" {
 		if err := checkName(name); err != nil {
@@ -34,6 +35,8 @@ func (c *Client) Watch(ctx context.Context, name string, fn func(Event)) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-c.gone:
+			return fmt.Errorf("%w: the NATS connection or the client was closed while watching", ErrClosed)
 		case m := <-ch:
 			var ev Event
 			if _, err := messages.Decode(m.Data, &ev); err == nil {

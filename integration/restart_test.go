@@ -557,9 +557,13 @@ func TestRestartUnacceptedGrant(t *testing.T) {
 			if err := m.Respond([]byte(`{"accept":true}`)); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 10*time.Second, "waiter record gone once accepted", func() bool {
+			// The acceptance is processed asynchronously: wait until it moved the
+			// lease's deadline (a pending lease is in no queue, so an empty
+			// waiter list does not show it).
+			eventually(t, 10*time.Second, "the acceptance restarted the lease's clock", func() bool {
 				info, err := admin.GetLimit(ctx, "pend")
-				return err == nil && len(info.Waiters) == 0
+				return err == nil && len(info.Waiters) == 0 && len(info.Holders) == 1 &&
+					!info.Holders[0].ExpiresAt.Before(restart.Add(ttl))
 			})
 			info, err := admin.GetLimit(ctx, "pend")
 			if err != nil {
