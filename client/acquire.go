@@ -124,9 +124,20 @@ func (c *Client) request(ctx context.Context, name string, req *messages.Acquire
 	}
 	var reply messages.AcquireReply
 	if err := c.call(ctx, c.subj.Verb(messages.VerbAcquire, name), req, &reply, true); err != nil {
-		if req.WaitID != "" && c.forgetWait(req.WaitID) && ctx.Err() != nil {
-			// The broker may have queued the request before we gave up.
+		switch {
+		case ctx.Err() == nil:
+			c.forgetWait(req.WaitID)
+		case req.Try || c.forgetWait(req.WaitID):
+			// The broker may have queued or granted the request before we
+			// gave up: withdraw it (a cancel also releases a granted lease).
 			c.giveBack(req.WaitID, name, false)
+		default:
+			// A pushed grant was accepted just as we gave up: give it back.
+			g := <-ch
+			c.forgetAccepted(req.WaitID)
+			if g.Error == nil {
+				c.giveBack(req.WaitID, name, true)
+			}
 		}
 		return nil, reply, err
 	}
