@@ -251,8 +251,7 @@ func (b *Broker) setWaker(now time.Time, name string) {
 }
 
 // settle waits for the batch's writes, records fencing tokens, then pushes
-// grants and failures. It returns the first
-// write error.
+// grants and failures. It returns the write errors.
 func (b *Broker) settle(bt *batch) error {
 	err := bt.err
 	for i, f := range bt.futs {
