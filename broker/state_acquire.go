@@ -361,6 +361,7 @@ func (s *state) cancel(now time.Time, waitID string, fx *effects) messages.Cance
 		delete(s.waiters, waitID)
 		fx.purge(waiterKey(waitID))
 		s.dispatch(now, fx, w.names...)
+		s.announceAvailable(now, fx, w.names...)
 		return messages.CancelReply{Cancelled: true}
 	}
 	if l := s.byWait[waitID]; l != nil {
@@ -394,6 +395,18 @@ func (s *state) tombstone(now time.Time, waitID string) {
 		s.cancelledOrder = append(s.cancelledOrder, waitID)
 	}
 	s.cancelled[waitID] = now
+}
+
+// announceAvailable records a slot-available event on each of names that has
+// free slots (after a cancel or a raised limit let the queue move, or not).
+func (s *state) announceAvailable(now time.Time, fx *effects, names ...string) {
+	for _, n := range names {
+		if ls := s.limits[n]; ls != nil {
+			if free := ls.free(now); free > 0 {
+				fx.event(now, messages.EventAvailable, n, nil, free)
+			}
+		}
+	}
 }
 
 // rememberAdmitted keeps a rate admission's wait id for cancelTombstoneTTL,

@@ -78,6 +78,7 @@ func (s *state) update(now time.Time, name string, req *messages.UpdateRequest, 
 	}
 	s.failTooLarge(now, ls, fx)
 	s.dispatch(now, fx, name)
+	s.announceAvailable(now, fx, name)
 	cfg := ls.cfg
 	fx.events = append(fx.events, messages.Event{Kind: messages.EventChanged, Limit: name, Available: ls.free(now), Config: &cfg, At: now})
 	info := s.info(now, ls)

@@ -170,3 +170,35 @@ func TestStateDisableGrantsWaiters(t *testing.T) {
 		t.Fatal("queue not empty after disable")
 	}
 }
+
+// hasAvailable finds the slot-available event of a limit in fx.
+func hasAvailable(fx *effects, name string) (int, bool) {
+	for _, ev := range fx.events {
+		if ev.Kind == messages.EventAvailable && ev.Limit == name {
+			return ev.Available, true
+		}
+	}
+	return 0, false
+}
+
+func TestStateAvailableAfterCancelAndRaise(t *testing.T) {
+	st, now := fakeState(t)
+	mustCreate(t, st, *now, "x", 2)
+	acquireOK(t, st, *now, "x", messages.AcquireRequest{Occupy: 1})
+	acquireOK(t, st, *now, "x", messages.AcquireRequest{Occupy: 2, WaitID: "big", Notify: "n"})
+	fx := &effects{}
+	st.cancel(*now, "big", fx)
+	if n, ok := hasAvailable(fx, "x"); !ok || n != 1 {
+		t.Fatalf("cancel of the blocking waiter: available event %v (%d), want 1 free", ok, n)
+	}
+	fx = &effects{}
+	if r := st.update(*now, "x", &messages.UpdateRequest{Limit: ptr(4)}, fx); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	if n, ok := hasAvailable(fx, "x"); !ok || n != 3 {
+		t.Fatalf("raised limit: available event %v (%d), want 3 free", ok, n)
+	}
+}
+
+// ptr returns a pointer to v.
+func ptr[T any](v T) *T { return &v }
