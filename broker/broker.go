@@ -165,6 +165,10 @@ func (b *Broker) Stop() error {
 			case <-time.After(5 * time.Second):
 				err = errors.Join(err, fmt.Errorf("%w: pending writes not acknowledged within 5s", ErrStore))
 			}
+			// Lazy purges have no ack: make sure the server has them.
+			if b.nc.IsConnected() {
+				_ = b.nc.FlushTimeout(5 * time.Second)
+			}
 		}
 	})
 	return err
@@ -184,9 +188,29 @@ func (b *Broker) begin() bool {
 // batch is the effects of one state change with their pending writes.
 type batch struct {
 	fx     *effects
-	futs   []jetstream.PubAckFuture
+	writes []pendingWrite
 	groups []*ackGroup
 	err    error
+}
+
+// pendingWrite is a write whose ack settle waits for.
+type pendingWrite struct {
+	f jetstream.PubAckFuture
+	// tokenFor is the lease whose fencing token is the write's revision.
+	tokenFor *lease
+}
+
+// kvMsg is the message of one write to the bucket.
+func (b *Broker) kvMsg(op kvOp) *nats.Msg {
+	m := nats.NewMsg(b.kvSubject + op.key)
+	if op.val != nil {
+		m.Data = op.val
+		return m
+	}
+	m.Header.Set("KV-Operation", "PURGE")
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	m.Header.Set(jetstream.MsgTTLHeader, purgeMarkerTTL.String())
+	return m
 }
 
 // applyLocked sends the effects' writes (in order, without waiting) and
@@ -194,21 +218,20 @@ type batch struct {
 func (b *Broker) applyLocked(fx *effects) *batch {
 	bt := &batch{fx: fx}
 	for _, op := range fx.ops {
-		m := nats.NewMsg(b.kvSubject + op.key)
-		var opts []jetstream.PublishOpt
-		if op.val != nil {
-			m.Data = op.val
-		} else {
-			m.Header.Set("KV-Operation", "PURGE")
-			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-			opts = append(opts, jetstream.WithMsgTTL(purgeMarkerTTL))
+		m := b.kvMsg(op)
+		if op.lazy {
+			// No reply subject: the stream stores it without an ack.
+			if err := b.nc.PublishMsg(m); err != nil {
+				b.log.Warn("bucket purge not sent; the entry stays until it expires", "key", op.key, "err", err)
+			}
+			continue
 		}
-		f, err := b.js.PublishMsgAsync(m, opts...)
+		f, err := b.js.PublishMsgAsync(m)
 		if err != nil {
 			bt.err = err
 			continue
 		}
-		bt.futs = append(bt.futs, f)
+		bt.writes = append(bt.writes, pendingWrite{f: f, tokenFor: op.tokenFor})
 	}
 	for _, name := range dedupe(fx.dirty) {
 		bt.groups = append(bt.groups, b.markDirty(name))
@@ -254,17 +277,17 @@ func (b *Broker) setWaker(now time.Time, name string) {
 // grants and failures. It returns the write errors.
 func (b *Broker) settle(bt *batch) error {
 	err := bt.err
-	for i, f := range bt.futs {
+	for _, w := range bt.writes {
 		select {
-		case ack := <-f.Ok():
-			if l := b.tokenOwner(bt, i); l != nil {
+		case ack := <-w.f.Ok():
+			if l := w.tokenFor; l != nil {
 				b.mu.Lock()
 				if l.token == 0 {
 					l.token = ack.Sequence
 				}
 				b.mu.Unlock()
 			}
-		case e := <-f.Err():
+		case e := <-w.f.Err():
 			err = errors.Join(err, e)
 		}
 	}
@@ -292,8 +315,8 @@ func (b *Broker) announce(bt *batch) {
 	for _, ev := range bt.fx.events {
 		if ev.LeaseID != "" && ev.Token == 0 {
 			// Events of a new lease were made before its write gave it a token.
-			for _, op := range bt.fx.ops {
-				if l := op.tokenFor; l != nil && l.id == ev.LeaseID {
+			for _, w := range bt.writes {
+				if l := w.tokenFor; l != nil && l.id == ev.LeaseID {
 					b.mu.Lock()
 					ev.Token = l.token
 					b.mu.Unlock()
@@ -311,14 +334,6 @@ func (b *Broker) finish(bt *batch) error {
 	err := b.settle(bt)
 	b.announce(bt)
 	return err
-}
-
-// tokenOwner maps the i-th future back to its op's lease (futures skip failed publishes).
-func (b *Broker) tokenOwner(bt *batch, i int) *lease {
-	if bt.err != nil || i >= len(bt.fx.ops) {
-		return nil
-	}
-	return bt.fx.ops[i].tokenFor
 }
 
 // change runs fn on the state under the lock and applies its effects; the

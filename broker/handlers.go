@@ -187,6 +187,10 @@ func (b *Broker) handleAcquire(req micro.Request, name string) func() {
 	}
 }
 
+// handleRelease answers as soon as the release is applied: the lease's purge
+// is lazy (losing it in a crash only keeps the slots until the lease
+// expires), and whatever the freed slots are given to is answered only once
+// its own writes are stored.
 func (b *Broker) handleRelease(req micro.Request, _ string) func() {
 	var r messages.ReleaseRequest
 	enc, ok := decode(req, &r)
@@ -195,13 +199,17 @@ func (b *Broker) handleRelease(req micro.Request, _ string) func() {
 	}
 	var reply messages.ReleaseReply
 	bt := b.change(func(now time.Time, fx *effects) { reply = b.st.release(now, r.LeaseID, fx) })
-	return func() {
-		if err := b.settle(bt); err != nil {
-			reply = messages.ReleaseReply{Error: storeError(err)}
-		}
-		respond(req, enc, reply, reply.Error)
+	respond(req, enc, reply, reply.Error)
+	return b.afterReply(bt)
+}
+
+// afterReply settles and announces a batch whose requester is answered.
+func (b *Broker) afterReply(bt *batch) func() {
+	if len(bt.writes) == 0 && len(bt.groups) == 0 && len(bt.fx.grants) == 0 && len(bt.fx.fails) == 0 {
 		b.announce(bt)
+		return nil
 	}
+	return func() { _ = b.finish(bt) }
 }
 
 func (b *Broker) handleRenew(req micro.Request, _ string) func() {
@@ -221,6 +229,7 @@ func (b *Broker) handleRenew(req micro.Request, _ string) func() {
 	}
 }
 
+// handleCancel answers as soon as the cancel is applied, like handleRelease.
 func (b *Broker) handleCancel(req micro.Request, _ string) func() {
 	var r messages.CancelRequest
 	enc, ok := decode(req, &r)
@@ -229,13 +238,8 @@ func (b *Broker) handleCancel(req micro.Request, _ string) func() {
 	}
 	var reply messages.CancelReply
 	bt := b.change(func(now time.Time, fx *effects) { reply = b.st.cancel(now, r.WaitID, fx) })
-	return func() {
-		if err := b.settle(bt); err != nil {
-			reply = messages.CancelReply{Error: storeError(err)}
-		}
-		respond(req, enc, reply, reply.Error)
-		b.announce(bt)
-	}
+	respond(req, enc, reply, reply.Error)
+	return b.afterReply(bt)
 }
 
 // limitVerb runs an admin verb that answers a LimitReply.

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/slotbroker/slotbroker/messages"
 )
 
 // floor measures what slotbroker is built on: a NATS request-reply echo and
@@ -21,6 +23,10 @@ func floor(ctx context.Context, e *env) error {
 	}
 	r := statRow("floor", "NATS echo req-reply, 1 client", "nats (slotbroker's server, other process)", e.echoRemote)
 	e.rep.add(r)
+	if e.pingBroker, err = pingBroker(ctx, cfg, e.sb.URL(), 1); err != nil {
+		return err
+	}
+	e.rep.add(statRow("floor", "request to the broker process that does no work ($SRV.PING), 1 client", "slotbroker process (micro ping)", e.pingBroker))
 	if e.echoLocal, err = echo(ctx, cfg, e.floor.ClientURL(), 1); err != nil {
 		return err
 	}
@@ -58,6 +64,23 @@ func echo(ctx context.Context, cfg config, url string, workers int) (stats, erro
 	payload := []byte(strings.Repeat("x", 64))
 	return loop(ctx, workers, cfg.warm, cfg.dur, func(ctx context.Context, w int) (bool, error) {
 		_, err := conns[1+w%(len(conns)-1)].Request(subj, payload, 5*time.Second)
+		return err == nil, err
+	})
+}
+
+// pingBroker measures the cheapest round trip to the slotbroker process: a
+// micro $SRV.PING, answered inside the broker without touching its state or
+// the bucket. No slotbroker request can be faster; it is the transport's
+// floor for a, b and e.
+func pingBroker(ctx context.Context, cfg config, url string, workers int) (stats, error) {
+	conns, done, err := connect(url, min(workers, 8), "slotbench-ping")
+	if err != nil {
+		return stats{}, err
+	}
+	defer done()
+	subj := "$SRV.PING." + messages.ServiceName
+	return loop(ctx, workers, cfg.warm, cfg.dur, func(ctx context.Context, w int) (bool, error) {
+		_, err := conns[w%len(conns)].Request(subj, nil, 5*time.Second)
 		return err == nil, err
 	})
 }

@@ -111,7 +111,9 @@ type env struct {
 	rep   *report
 	// floor figures, for the ratios
 	echoRemote, echoLocal stats
-	conns                 []*nats.Conn
+	// pingBroker is a no-work round trip to the slotbroker process.
+	pingBroker stats
+	conns      []*nats.Conn
 }
 
 // scenario is one lettered benchmark.

@@ -36,6 +36,11 @@ func scenarioA(ctx context.Context, e *env) error {
 			return fmt.Errorf("redis: %w", err)
 		}
 		e.rep.add(statRow("a", "acquire+release cycle, 1 client", "redis Lua semaphore", redisS))
+		// No cycle can beat one no-work round trip to the broker process.
+		r := statRow("a", "one request to the broker process that does no work ($SRV.PING), 1 client", "floor: slotbroker process (micro ping)", e.pingBroker)
+		r.VsPeer = ratioD(e.pingBroker.P50, redisS.P50)
+		r.Note = "lower bound of any cycle"
+		e.rep.add(r)
 	}
 	floor := 2 * e.echoRemote.P50
 	for _, v := range []struct {

@@ -38,6 +38,10 @@ func scenarioB(ctx context.Context, e *env) error {
 		return err
 	}
 	e.rep.add(statRow("b", "NATS echo req-reply, 64 clients", "floor: nats (slotbroker's server)", echo64))
+	ping64, err := pingBroker(ctx, e.cfg, e.sb.URL(), bWorkers)
+	if err != nil {
+		return err
+	}
 	kv64, err := kvPut(ctx, e.cfg, e.sb.URL(), bWorkers)
 	if err != nil {
 		return err
@@ -71,6 +75,13 @@ func scenarioB(ctx context.Context, e *env) error {
 				r.Note = fmt.Sprintf("retry after jittered 0-%v sleep when full; %.1f tries/cycle", bRedisBackoff, float64(tries.Load())/max(1, float64(redisS.N)))
 			}
 			e.rep.add(r)
+			if n0, _ := v.limit(0); n0 != "b-hot" {
+				// Requests/s with no work against Redis cycles/s: a cycle of one request could at best reach this.
+				r := statRow("b", "requests to the broker process that do no work ($SRV.PING), 64 clients", "floor: slotbroker process (micro ping)", ping64)
+				r.VsPeer = ratioD(ping64.Ops, redisS.Ops)
+				r.Note = "upper bound of cycles/s for a one-request cycle"
+				e.rep.add(r)
+			}
 		}
 		s, err := loop(ctx, bWorkers, e.cfg.warm, e.cfg.dur, func(ctx context.Context, w int) (bool, error) {
 			name, _ := v.limit(w)

@@ -47,6 +47,15 @@ func scenarioE(ctx context.Context, e *env) error {
 				return fmt.Errorf("redis_rate: %w", err)
 			}
 			e.rep.add(statRow("e", cas, "redis_rate Allow (GCRA)", peer))
+			// An admission is one request: no-work requests/s bound it.
+			ping, err := pingBroker(ctx, e.cfg, e.sb.URL(), workers)
+			if err != nil {
+				return err
+			}
+			r := statRow("e", fmt.Sprintf("requests to the broker process that do no work ($SRV.PING), %d client(s)", workers), "floor: slotbroker process (micro ping)", ping)
+			r.VsPeer = ratioD(ping.Ops, peer.Ops)
+			r.Note = "upper bound of admissions/s"
+			e.rep.add(r)
 		}
 		for _, v := range []struct {
 			sys string

@@ -37,6 +37,7 @@ type daemon struct {
 // shuts down cleanly.
 func run(parent context.Context, cfg *Config, stderr io.Writer) error {
 	tuneGC()
+	defer startProfile(stderr)()
 	level, err := parseLevel(cfg.LogLevel)
 	if err != nil {
 		return err
