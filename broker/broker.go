@@ -165,10 +165,6 @@ func (b *Broker) Stop() error {
 			case <-time.After(5 * time.Second):
 				err = errors.Join(err, fmt.Errorf("%w: pending writes not acknowledged within 5s", ErrStore))
 			}
-			// Lazy purges have no ack: make sure the server has them.
-			if b.nc.IsConnected() {
-				_ = b.nc.FlushTimeout(5 * time.Second)
-			}
 		}
 	})
 	return err
@@ -218,15 +214,7 @@ func (b *Broker) kvMsg(op kvOp) *nats.Msg {
 func (b *Broker) applyLocked(fx *effects) *batch {
 	bt := &batch{fx: fx}
 	for _, op := range fx.ops {
-		m := b.kvMsg(op)
-		if op.lazy {
-			// No reply subject: the stream stores it without an ack.
-			if err := b.nc.PublishMsg(m); err != nil {
-				b.log.Warn("bucket purge not sent; the entry stays until it expires", "key", op.key, "err", err)
-			}
-			continue
-		}
-		f, err := b.js.PublishMsgAsync(m)
+		f, err := b.js.PublishMsgAsync(b.kvMsg(op))
 		if err != nil {
 			bt.err = err
 			continue

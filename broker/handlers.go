@@ -187,10 +187,10 @@ func (b *Broker) handleAcquire(req micro.Request, name string) func() {
 	}
 }
 
-// handleRelease answers as soon as the release is applied: the lease's purge
-// is lazy (losing it in a crash only keeps the slots until the lease
-// expires), and whatever the freed slots are given to is answered only once
-// its own writes are stored.
+// handleRelease answers as soon as the release is applied, before the
+// purge of the lease's record is acknowledged: losing that purge in a crash
+// only keeps the slots until the lease's deadline. Whatever the freed slots
+// go to waits for every write of the change, the purge included, in settle.
 func (b *Broker) handleRelease(req micro.Request, _ string) func() {
 	var r messages.ReleaseRequest
 	enc, ok := decode(req, &r)
@@ -206,6 +206,9 @@ func (b *Broker) handleRelease(req micro.Request, _ string) func() {
 // afterReply settles and announces a batch whose requester is answered.
 func (b *Broker) afterReply(bt *batch) func() {
 	if len(bt.writes) == 0 && len(bt.groups) == 0 && len(bt.fx.grants) == 0 && len(bt.fx.fails) == 0 {
+		if bt.err != nil {
+			b.log.Error("bucket write failed", "err", bt.err)
+		}
 		b.announce(bt)
 		return nil
 	}

@@ -126,12 +126,6 @@ type kvOp struct {
 	val []byte
 	// tokenFor is the lease whose fencing token is the revision of this put.
 	tokenFor *lease
-	// lazy: a purge whose loss is safe (a released lease or a withdrawn
-	// waiter coming back after a crash only holds slots until it expires or
-	// its grant is refused). It is sent without asking for an ack, and nobody
-	// waits for it; later writes that depend on it are acked after it, since
-	// the stream stores in order.
-	lazy bool
 }
 
 // pushedGrant is a grant to push to a waiter once the effects are persisted.
@@ -163,7 +157,6 @@ type effects struct {
 
 func (fx *effects) put(key string, val []byte) { fx.ops = append(fx.ops, kvOp{key: key, val: val}) }
 func (fx *effects) purge(key string)           { fx.ops = append(fx.ops, kvOp{key: key}) }
-func (fx *effects) drop(key string)            { fx.ops = append(fx.ops, kvOp{key: key, lazy: true}) }
 
 func (fx *effects) event(now time.Time, kind, limit string, l *lease, available int) {
 	ev := messages.Event{Kind: kind, Limit: limit, Available: available, At: now}

@@ -359,7 +359,7 @@ func (s *state) cancel(now time.Time, waitID string, fx *effects) messages.Cance
 		}
 		s.unqueue(w)
 		delete(s.waiters, waitID)
-		fx.drop(waiterKey(waitID))
+		fx.purge(waiterKey(waitID))
 		s.dispatch(now, fx, w.names...)
 		s.announceAvailable(now, fx, w.names...)
 		return messages.CancelReply{Cancelled: true}
@@ -467,9 +467,9 @@ func (s *state) dropLease(now time.Time, l *lease, kind string, fx *effects) {
 	if l.waitID != "" && s.byWait[l.waitID] == l {
 		delete(s.byWait, l.waitID)
 	}
-	fx.drop(leaseKey(l.id))
+	fx.purge(leaseKey(l.id))
 	if l.pending {
-		fx.drop(waiterKey(l.waitID))
+		fx.purge(waiterKey(l.waitID))
 	}
 	fx.disarm = append(fx.disarm, l)
 	for _, n := range l.names {
