@@ -19,6 +19,10 @@ import (
 // Version is the broker's version, reported by `nats micro info`.
 const Version = "0.1.0"
 
+// acceptMargin is added to the grant timeout for the deadline stored with a
+// pending lease: the acceptance is processed a little after its answer came.
+const acceptMargin = time.Second
+
 // purgeMarkerTTL is how long the marker of a purged key stays in the bucket.
 const purgeMarkerTTL = time.Second
 
@@ -69,9 +73,11 @@ func New(nc *nats.Conn, opts ...Option) (*Broker, error) {
 		defer genMu.Unlock()
 		return gen.Next()
 	}
+	st := newState(o.ttl, newID)
+	st.acceptSlack = o.grantTimeout + acceptMargin
 	return &Broker{
 		nc: nc, opts: o, subj: messages.NewSubjects(o.prefix), log: o.log, now: time.Now,
-		st: newState(o.ttl, newID), wakers: map[string]*time.Timer{}, writers: map[string]*limitWriter{},
+		st: st, wakers: map[string]*time.Timer{}, writers: map[string]*limitWriter{},
 		quit: make(chan struct{}),
 	}, nil
 }

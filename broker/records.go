@@ -68,10 +68,13 @@ func (ls *limitState) record() []byte {
 	return mustJSON(limitRecord{Limit: ls.cfg, TAT: ls.bucket.tat})
 }
 
-func (l *lease) record() []byte {
+func (l *lease) record() []byte { return l.recordUntil(l.expires) }
+
+// recordUntil is the stored form of the lease with the given deadline.
+func (l *lease) recordUntil(expires time.Time) []byte {
 	return mustJSON(leaseRecord{
 		ID: l.id, Names: l.names, Occupy: l.occupy, Holder: l.holder, TTLMillis: l.ttl.Milliseconds(),
-		AcquiredAt: l.acquired, ExpiresAt: l.expires, Token: l.token, WaitID: l.waitID, Notify: l.notify,
+		AcquiredAt: l.acquired, ExpiresAt: expires, Token: l.token, WaitID: l.waitID, Notify: l.notify,
 		JSON: l.enc == messages.JSON,
 	})
 }

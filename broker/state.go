@@ -22,6 +22,9 @@ type lease struct {
 	enc      messages.Encoding
 	// pending: granted from the queue, the waiter has not accepted it yet.
 	pending bool
+	// storedUntil is the deadline in the lease's stored record when it is
+	// later than expires (a pending lease's record covers its acceptance).
+	storedUntil time.Time
 	// slot is the lease's place in the Broker's expiry order (index+1; 0: not in it).
 	slot int
 }
@@ -87,6 +90,9 @@ type state struct {
 	nextOrder uint64
 	ttl       ttlBounds
 	newID     func() string
+	// acceptSlack is how much later than its grant a pending lease's record
+	// lets it expire, so that an acceptance within it needs no rewrite.
+	acceptSlack time.Duration
 	// cancelled remembers, for cancelTombstoneTTL, the wait ids cancelled
 	// before their acquisition arrived (acquire and cancel are separate
 	// subscriptions, so a cancel can overtake its acquire); such a late

@@ -303,7 +303,11 @@ func (s *state) grantWaiter(now time.Time, w *waiter, fx *effects) {
 	delete(s.waiters, w.id)
 	l := s.newLease(now, w.names, w.occupy, w.holder, w.ttl, w.id)
 	l.pending, l.notify, l.enc = true, w.notify, w.enc
-	fx.put(leaseKey(l.id), l.record())
+	// The record's deadline covers an acceptance within the slack: the
+	// acceptance then rewrites nothing (a restarted broker may keep the lease
+	// up to the slack longer, never shorter).
+	l.storedUntil = now.Add(l.ttl + s.acceptSlack)
+	fx.put(leaseKey(l.id), l.recordUntil(l.storedUntil))
 	fx.ops[len(fx.ops)-1].tokenFor = l
 	fx.arm = append(fx.arm, l)
 	fx.grants = append(fx.grants, pushedGrant{w: w, lease: l})
@@ -325,7 +329,11 @@ func (s *state) accept(now time.Time, waitID string, fx *effects) {
 		// run out while the grant travels.
 		l.pending = false
 		l.expires = now.Add(l.ttl)
-		fx.put(leaseKey(l.id), l.record())
+		if l.expires.After(l.storedUntil) {
+			// Accepted later than the stored deadline covers (or recovered
+			// at start): store the real one.
+			fx.put(leaseKey(l.id), l.record())
+		}
 		fx.arm = append(fx.arm, l)
 		fx.purge(waiterKey(waitID))
 	}

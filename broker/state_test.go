@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -202,3 +203,72 @@ func TestStateAvailableAfterCancelAndRaise(t *testing.T) {
 
 // ptr returns a pointer to v.
 func ptr[T any](v T) *T { return &v }
+
+// A pending lease's record carries a deadline that covers its acceptance
+// within the slack, so an acceptance in time writes only the waiter's purge;
+// a later one stores the real deadline.
+func TestStateAcceptWithinSlackRewritesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		acceptIn  time.Duration
+		wantWrite bool
+	}{{"in time", 2 * time.Second, false}, {"late", 4 * time.Second, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, now := fakeState(t)
+			st.acceptSlack = 3 * time.Second
+			mustCreate(t, st, *now, "db", 1)
+			h := acquireOK(t, st, *now, "db", messages.AcquireRequest{Occupy: 1})
+			acquireOK(t, st, *now, "db", messages.AcquireRequest{Occupy: 1, WaitID: "w", Notify: "n.w"})
+			fx := &effects{}
+			st.release(*now, h.lease.id, fx)
+			l := st.byWait["w"]
+			if l == nil || !l.pending {
+				t.Fatalf("w not granted a pending lease: %+v", l)
+			}
+			var stored leaseRecord
+			for _, op := range fx.ops {
+				if op.key == leaseKey(l.id) {
+					mustUnmarshal(t, op.val, &stored)
+				}
+			}
+			if want := now.Add(l.ttl + 3*time.Second); !stored.ExpiresAt.Equal(want) {
+				t.Fatalf("pending lease stored until %v, want grant + ttl + slack = %v", stored.ExpiresAt, want)
+			}
+			if !l.expires.Equal(now.Add(l.ttl)) {
+				t.Fatalf("pending lease expires %v in memory, want grant + ttl", l.expires)
+			}
+
+			at := now.Add(tc.acceptIn)
+			fx = &effects{}
+			st.accept(at, "w", fx)
+			var wrote bool
+			var purged bool
+			for _, op := range fx.ops {
+				switch op.key {
+				case leaseKey(l.id):
+					wrote = true
+					var r leaseRecord
+					mustUnmarshal(t, op.val, &r)
+					if !r.ExpiresAt.Equal(at.Add(l.ttl)) {
+						t.Fatalf("rewritten deadline %v, want acceptance + ttl %v", r.ExpiresAt, at.Add(l.ttl))
+					}
+				case waiterKey("w"):
+					purged = op.val == nil
+				}
+			}
+			if wrote != tc.wantWrite || !purged {
+				t.Fatalf("accept after %v: lease rewritten %v (want %v), wait record purged %v (want true)", tc.acceptIn, wrote, tc.wantWrite, purged)
+			}
+			if l.pending || !l.expires.Equal(at.Add(l.ttl)) {
+				t.Fatalf("after accept: pending %v, expires %v, want false and %v", l.pending, l.expires, at.Add(l.ttl))
+			}
+		})
+	}
+}
+
+func mustUnmarshal(t *testing.T, data []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("decode %s: %v", data, err)
+	}
+}
