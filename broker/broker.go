@@ -51,7 +51,10 @@ type Broker struct {
 	started   bool
 	stopped   bool
 	inflight  sync.WaitGroup
-	stopOnce  sync.Once
+	// work hands functions to idle workers (workers.go).
+	work     chan func()
+	workers  sync.WaitGroup
+	stopOnce sync.Once
 }
 
 // New returns a Broker that will serve on nc. It checks the options; Start
@@ -78,7 +81,7 @@ func New(nc *nats.Conn, opts ...Option) (*Broker, error) {
 	return &Broker{
 		nc: nc, opts: o, subj: messages.NewSubjects(o.prefix), log: o.log, now: time.Now,
 		st: st, wakers: map[string]*time.Timer{}, writers: map[string]*limitWriter{},
-		quit: make(chan struct{}),
+		quit: make(chan struct{}), work: make(chan func()),
 	}, nil
 }
 
@@ -159,6 +162,7 @@ func (b *Broker) Stop() error {
 			err = b.svc.Stop()
 		}
 		b.inflight.Wait()
+		b.workers.Wait()
 		b.mu.Lock()
 		b.expiry.stop()
 		for _, t := range b.wakers {
@@ -295,7 +299,7 @@ func (b *Broker) settle(bt *batch) error {
 	}
 	for _, g := range bt.fx.grants {
 		b.inflight.Add(1)
-		go b.pushGrant(g)
+		b.spawn(func() { b.pushGrant(g) })
 	}
 	for _, f := range bt.fx.fails {
 		b.pushFailure(f)
@@ -307,6 +311,10 @@ func (b *Broker) settle(bt *batch) error {
 // first, so observers never delay the work.
 func (b *Broker) announce(bt *batch) {
 	for _, ev := range bt.fx.events {
+		subject := b.subj.Event(ev.Limit, ev.Kind)
+		if b.opts.interest != nil && !b.opts.interest(subject) {
+			continue
+		}
 		if ev.LeaseID != "" && ev.Token == 0 {
 			// Events of a new lease were made before its write gave it a token.
 			for _, w := range bt.writes {
@@ -318,7 +326,7 @@ func (b *Broker) announce(bt *batch) {
 			}
 		}
 		if data, e := messages.Marshal(messages.JSON, ev); e == nil {
-			_ = b.nc.Publish(b.subj.Event(ev.Limit, ev.Kind), data)
+			_ = b.nc.Publish(subject, data)
 		}
 	}
 }

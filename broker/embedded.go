@@ -128,6 +128,7 @@ func NewEmbedded(cfg EmbeddedConfig, opts ...Option) (*Embedded, error) {
 		e.Stop()
 		return nil, fmt.Errorf("%w: connect: %v", ErrUnavailable, err)
 	}
+	opts = append([]Option{WithEventInterest(ServerInterest(s))}, opts...)
 	if e.Broker, err = New(e.Conn, opts...); err != nil {
 		e.Stop()
 		return nil, err
@@ -189,4 +190,10 @@ func StartEmbedded(tb testing.TB, opts ...Option) (*client.Client, func(), error
 		tb.Cleanup(e.Stop)
 	}
 	return e.Client, e.Stop, nil
+}
+
+// ServerInterest reports whether s, a server started by StartNATS (one
+// server, no accounts), has a subscriber for a subject; for WithEventInterest.
+func ServerInterest(s *server.Server) func(subject string) bool {
+	return s.GlobalAccount().SubscriptionInterest
 }

@@ -69,10 +69,10 @@ func (b *Broker) handler(h func(micro.Request, string) func()) micro.HandlerFunc
 		// micro reads the request's reply error once the handler returns:
 		// answers sent later must not go through it (data race).
 		dr.detached = true
-		go func() {
+		b.spawn(func() {
 			defer b.inflight.Done()
 			done()
-		}()
+		})
 	}
 }
 

@@ -29,6 +29,8 @@ type options struct {
 	reconnectGrace time.Duration
 	log            *slog.Logger
 	memory         bool
+	// interest, when set, tells whether an event subject has subscribers.
+	interest func(subject string) bool
 }
 
 func defaultOptions() options {
@@ -136,6 +138,21 @@ func WithLogger(l *slog.Logger) Option {
 func WithMemoryStorage() Option {
 	return func(o *options) error {
 		o.memory = true
+		return nil
+	}
+}
+
+// WithEventInterest gives the broker a way to ask whether anyone subscribes
+// to an event's subject; it then skips encoding and publishing events nobody
+// would receive. Without it every event is published. For a server in this
+// process use ServerInterest; a server with accounts or a cluster of
+// servers may not know every subscriber, so leave it unset there.
+func WithEventInterest(fn func(subject string) bool) Option {
+	return func(o *options) error {
+		if fn == nil {
+			return configErr("event interest function is nil")
+		}
+		o.interest = fn
 		return nil
 	}
 }

@@ -75,8 +75,12 @@ func (d *daemon) start(ctx context.Context) error {
 		if err := d.connectExternal(); err != nil {
 			return err
 		}
-	} else if err := d.startEmbedded(); err != nil {
-		return err
+	} else {
+		if err := d.startEmbedded(); err != nil {
+			return err
+		}
+		// The embedded server knows every subscriber: skip events nobody watches.
+		opts = append(opts, broker.WithEventInterest(broker.ServerInterest(d.srv)))
 	}
 	if d.b, err = broker.New(d.nc, opts...); err != nil {
 		return err
