@@ -22,9 +22,9 @@ type lease struct {
 	enc      messages.Encoding
 	// pending: granted from the queue, the waiter has not accepted it yet.
 	pending bool
-	// storedUntil is the deadline in the lease's stored record when it is
-	// later than expires (a pending lease's record covers its acceptance).
-	storedUntil time.Time
+	// slackStored: the lease's record was written while pending with a
+	// deadline of acquired + ttl + the accept slack (see state.coveredUntil).
+	slackStored bool
 	// slot is the lease's place in the Broker's expiry order (index+1; 0: not in it).
 	slot int
 }
@@ -121,6 +121,10 @@ func newState(ttl ttlBounds, newID func() string) *state {
 		admitted:  map[string]bool{},
 	}
 }
+
+// coveredUntil is the deadline stored with a pending lease: an acceptance
+// until then needs no rewrite of its record.
+func (s *state) coveredUntil(l *lease) time.Time { return l.acquired.Add(l.ttl + s.acceptSlack) }
 
 func newLimitState(cfg messages.Limit) *limitState {
 	return &limitState{cfg: cfg, leases: map[string]*lease{}, queue: list.New()}

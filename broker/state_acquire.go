@@ -306,8 +306,8 @@ func (s *state) grantWaiter(now time.Time, w *waiter, fx *effects) {
 	// The record's deadline covers an acceptance within the slack: the
 	// acceptance then rewrites nothing (a restarted broker may keep the lease
 	// up to the slack longer, never shorter).
-	l.storedUntil = now.Add(l.ttl + s.acceptSlack)
-	fx.put(leaseKey(l.id), l.recordUntil(l.storedUntil))
+	l.slackStored = true
+	fx.put(leaseKey(l.id), l.recordUntil(s.coveredUntil(l)))
 	fx.ops[len(fx.ops)-1].tokenFor = l
 	fx.arm = append(fx.arm, l)
 	fx.grants = append(fx.grants, pushedGrant{w: w, lease: l})
@@ -329,7 +329,7 @@ func (s *state) accept(now time.Time, waitID string, fx *effects) {
 		// run out while the grant travels.
 		l.pending = false
 		l.expires = now.Add(l.ttl)
-		if l.expires.After(l.storedUntil) {
+		if !l.slackStored || l.expires.After(s.coveredUntil(l)) {
 			// Accepted later than the stored deadline covers (or recovered
 			// at start): store the real one.
 			fx.put(leaseKey(l.id), l.record())

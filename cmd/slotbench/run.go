@@ -213,8 +213,9 @@ func (e *env) setup(ctx context.Context) error {
 	h.NATSServer = server.VERSION
 	h.NATSGo = nats.Version
 	h.Notes = append(h.Notes,
-		"× floor: a: p50 ÷ (2 × NATS echo p50, other process); b: cycles/s ÷ KV puts/s at 64 clients; c, e: p50 ÷ NATS echo p50 (other process); d: msgs ÷ msgs at the fewest waiters",
-		"× peer: a: p50 ÷ Redis p50; b, e: ops/s ÷ Redis ops/s",
+		"× floor: a: p50 ÷ (2 × no-work request p50: a cycle is two requests); b: cycles/s ÷ (no-work requests/s at 64 clients ÷ 2); c: p50 ÷ NATS echo p50 (other process); d: msgs ÷ msgs at the fewest waiters; e: admissions/s ÷ no-work requests/s at the same clients",
+		"no-work request: $SRV.PING answered by the micro service inside the slotbroker process, the cheapest possible round trip to the broker",
+		"× peer: a: p50 ÷ Redis p50; b, e: ops/s ÷ Redis ops/s (for the no-work rows: what one request per cycle or admission could reach at best)",
 		fmt.Sprintf("c: holders hold %v; the poller retries after a jittered %v-%v sleep; b hot limit: the Redis caller retries after a jittered 0-%v sleep", cHold, cPollMin, cPollMax, bRedisBackoff))
 	h.Durability = fmt.Sprintf("JetStream file store, sync_interval %v; Redis appendonly yes, appendfsync everysec, no RDB", syncInterval)
 

@@ -42,7 +42,7 @@ func scenarioA(ctx context.Context, e *env) error {
 		r.Note = "lower bound of any cycle"
 		e.rep.add(r)
 	}
-	floor := 2 * e.echoRemote.P50
+	floor := 2 * e.pingBroker.P50
 	for _, v := range []struct {
 		name string
 		try  bool
