@@ -101,7 +101,7 @@ type state struct {
 	// admitted instead of admitting it twice.
 	cancelled      map[string]time.Time
 	cancelledOrder []string
-	admitted       map[string]bool
+	admitted       map[string]int
 }
 
 type ttlBounds struct {
@@ -118,7 +118,7 @@ func newState(ttl ttlBounds, newID func() string) *state {
 		newID:   newID,
 
 		cancelled: map[string]time.Time{},
-		admitted:  map[string]bool{},
+		admitted:  map[string]int{},
 	}
 }
 

@@ -30,6 +30,9 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 	if req.Occupy <= 0 {
 		return fail(messages.Errorf(messages.CodeInvalidOccupy, "occupy is %d: ask for at least 1 slot", req.Occupy))
 	}
+	if req.Count < 0 || req.Count > messages.MaxCount || (req.Count > 1 && !(req.Rate && req.Try)) {
+		return fail(messages.Errorf(messages.CodeInvalidArgument, "count is %d: give 0 to %d, and more than 1 only with rate and try", req.Count, messages.MaxCount))
+	}
 	ttl, e := s.ttl.resolve(req.TTLMillis)
 	if e != nil {
 		return fail(e)
@@ -42,8 +45,12 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 			return acquireResult{reply: r}
 		}
 		if _, gone := s.cancelled[req.WaitID]; gone {
-			if s.admitted[req.WaitID] {
-				return acquireResult{reply: messages.AcquireReply{Status: messages.StatusGranted, WaitID: req.WaitID}}
+			if n := s.admitted[req.WaitID]; n > 0 {
+				r := messages.AcquireReply{Status: messages.StatusGranted, WaitID: req.WaitID}
+				if req.Count > 1 {
+					r.Admitted = n
+				}
+				return acquireResult{reply: r}
 			}
 			return fail(messages.Errorf(messages.CodeBadRequest, "wait_id %q was cancelled before this acquisition arrived", req.WaitID))
 		}
@@ -76,6 +83,9 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 	}
 	reply.Status = messages.StatusGranted
 	if len(enforced) == 0 {
+		if req.Count > 1 {
+			reply.Admitted = req.Count
+		}
 		return acquireResult{reply: reply}
 	}
 
@@ -89,8 +99,12 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 	}
 	if ready {
 		if req.Rate {
-			s.admit(now, enforced, req.Occupy, req.Holder, fx)
-			s.rememberAdmitted(now, req.WaitID)
+			n := fitting(now, enforced, req.Occupy, max(req.Count, 1))
+			s.admit(now, enforced, n*req.Occupy, req.Holder, fx)
+			s.rememberAdmitted(now, req.WaitID, n)
+			if req.Count > 1 {
+				reply.Admitted = n
+			}
 			return acquireResult{reply: reply}
 		}
 		l := s.newLease(now, enforcedNames, req.Occupy, req.Holder, ttl, req.WaitID)
@@ -139,6 +153,21 @@ func (s *state) retried(now time.Time, waitID string, fx *effects) (messages.Acq
 		return messages.AcquireReply{Status: messages.StatusGranted, Lease: l.grant()}, true
 	}
 	return messages.AcquireReply{}, false
+}
+
+// fitting is how many admissions of occupy slots, up to count, fit now on
+// every limit; the first is known to fit.
+func fitting(now time.Time, limits []*limitState, occupy, count int) int {
+	n := 1
+	for n < count {
+		for _, ls := range limits {
+			if !ls.hasRoom(now, (n+1)*occupy) {
+				return n
+			}
+		}
+		n++
+	}
+	return n
 }
 
 func noSlotsError(now time.Time, enforced []*limitState, occupy int) *messages.Error {
@@ -321,7 +350,7 @@ func (s *state) accept(now time.Time, waitID string, fx *effects) {
 	if w := s.waiters[waitID]; w != nil && w.granted {
 		delete(s.waiters, waitID)
 		fx.purge(waiterKey(waitID))
-		s.rememberAdmitted(now, waitID)
+		s.rememberAdmitted(now, waitID, 1)
 		return
 	}
 	if l := s.byWait[waitID]; l != nil && l.pending {
@@ -417,14 +446,15 @@ func (s *state) announceAvailable(now time.Time, fx *effects, names ...string) {
 	}
 }
 
-// rememberAdmitted keeps a rate admission's wait id for cancelTombstoneTTL,
-// so that a retry of it is answered as admitted, not admitted again.
-func (s *state) rememberAdmitted(now time.Time, waitID string) {
+// rememberAdmitted keeps a rate admission's wait id (with how many
+// admissions it got) for cancelTombstoneTTL, so that a retry of it is
+// answered as admitted, not admitted again.
+func (s *state) rememberAdmitted(now time.Time, waitID string, n int) {
 	if waitID == "" {
 		return
 	}
 	s.tombstone(now, waitID)
-	s.admitted[waitID] = true
+	s.admitted[waitID] = n
 }
 
 // release ends a lease; an unknown lease is not an error.

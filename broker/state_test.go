@@ -272,3 +272,47 @@ func mustUnmarshal(t *testing.T, data []byte, v any) {
 		t.Fatalf("decode %s: %v", data, err)
 	}
 }
+
+// A counted rate try admits as many as fit now, in one change, and a retry
+// of it is answered with the same count instead of admitting again.
+func TestStateCountedRateTry(t *testing.T) {
+	st, now := fakeState(t)
+	fx := &effects{}
+	if r := st.create(*now, "r", &messages.CreateRequest{Limit: 5, SlotDecayPerSecond: 1}, fx); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	try := func(count, occupy int, waitID string) messages.AcquireReply {
+		fx := &effects{}
+		return st.acquire(*now, "r", &messages.AcquireRequest{Occupy: occupy, Rate: true, Try: true, Count: count, WaitID: waitID}, messages.Msgpack, fx).reply
+	}
+	if r := try(3, 2, "a"); r.Error != nil || r.Admitted != 2 {
+		t.Fatalf("3 × 2 slots of 5: %+v, want 2 admitted", r)
+	}
+	if r := try(3, 2, "a"); r.Error != nil || r.Admitted != 2 {
+		t.Fatalf("retry of a: %+v, want the same 2 admitted", r)
+	}
+	if got := st.limits["r"].activeSlots(*now); got != 4 {
+		t.Fatalf("active slots %d after 2 admissions of 2, want 4 (the retry admitted again?)", got)
+	}
+	if r := try(4, 1, "b"); r.Error != nil || r.Admitted != 1 {
+		t.Fatalf("4 × 1 slot with 1 free: %+v, want 1 admitted", r)
+	}
+	if r := try(2, 1, "c"); r.Error == nil || r.Error.Code != messages.CodeNoSlots {
+		t.Fatalf("counted try on a full limit: %+v, want no_slots", r)
+	}
+	*now = now.Add(3 * time.Second) // 3 slots decayed
+	if r := try(10, 1, "d"); r.Error != nil || r.Admitted != 3 {
+		t.Fatalf("10 × 1 slot after 3 decayed: %+v, want 3 admitted", r)
+	}
+	for _, bad := range []messages.AcquireRequest{
+		{Occupy: 1, Rate: true, Count: 2},                                // not try
+		{Occupy: 1, Try: true, Count: 2},                                 // not rate
+		{Occupy: 1, Rate: true, Try: true, Count: -1},                    // negative
+		{Occupy: 1, Rate: true, Try: true, Count: messages.MaxCount + 1}, // too many
+	} {
+		r := st.acquire(*now, "r", &bad, messages.Msgpack, &effects{}).reply
+		if r.Error == nil || r.Error.Code != messages.CodeInvalidArgument {
+			t.Errorf("%+v: %+v, want invalid_argument", bad, r)
+		}
+	}
+}

@@ -26,8 +26,10 @@ type Client struct {
 	inbox string
 	sub   *nats.Subscription
 	// gone is closed when the grant subscription ends (Close, or the
-	// connection closed): nothing can be granted any more.
+	// connection closed): nothing can be granted any more. life ends then
+	// too; it bounds work that no caller's context does.
 	gone chan struct{}
+	life context.Context
 
 	mu    sync.Mutex
 	waits map[string]chan messages.Grant
@@ -36,6 +38,9 @@ type Client struct {
 	accepted map[string]string
 	leases   map[*Lease]struct{}
 	closed   bool
+
+	// tries coalesces concurrent TryRateLimit calls (coalesce.go).
+	tries tryBatcher
 }
 
 // New returns a Client on nc. It subscribes to one inbox for pushed grants.
@@ -57,10 +62,17 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	}
 	c.sub = sub
 	c.gone = make(chan struct{})
+	var end context.CancelFunc
+	c.life, end = context.WithCancel(context.Background())
 	// Called once when the subscription's delivery ends: unsubscribed, or
 	// its connection closed.
 	var once sync.Once
-	sub.SetClosedHandler(func(string) { once.Do(func() { close(c.gone) }) })
+	sub.SetClosedHandler(func(string) {
+		once.Do(func() {
+			close(c.gone)
+			end()
+		})
+	})
 	return c, nil
 }
 

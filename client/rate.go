@@ -17,9 +17,12 @@ func (c *Client) RateLimit(ctx context.Context, name string, occupy int, opts ..
 }
 
 // TryRateLimit is RateLimit that never waits: nil when admitted now,
-// ErrNoSlots otherwise.
+// ErrNoSlots otherwise. Concurrent calls with the same arguments on one
+// Client are coalesced: while one is at the broker, the others wait and then
+// go together in one request, which the broker admits in order as far as
+// slots allow.
 func (c *Client) TryRateLimit(ctx context.Context, name string, occupy int, opts ...AcquireOption) error {
-	return c.rate(ctx, name, occupy, true, opts)
+	return c.tryRate(ctx, name, occupy, opts)
 }
 
 func (c *Client) rate(ctx context.Context, name string, occupy int, try bool, opts []AcquireOption) error {

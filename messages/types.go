@@ -73,7 +73,15 @@ type AcquireRequest struct {
 	// Notify is the subject the broker sends the Grant to when a queued
 	// request is admitted. Required unless Try.
 	Notify string `json:"notify,omitempty"`
+	// Count, only with Rate and Try, asks for up to Count admissions of
+	// Occupy slots each: the broker admits as many as fit now, at least one
+	// (none is a no_slots error), and says how many in AcquireReply.Admitted.
+	// 0 means 1. The Go client coalesces concurrent TryRateLimit calls so.
+	Count int `json:"count,omitempty"`
 }
+
+// MaxCount is the largest AcquireRequest.Count.
+const MaxCount = 1000
 
 // Statuses of an AcquireReply.
 const (
@@ -103,7 +111,9 @@ type AcquireReply struct {
 	Missing []string `json:"missing,omitempty"`
 	// Inactive lists names that are inactive and were not enforced (non-strict).
 	Inactive []string `json:"inactive,omitempty"`
-	Error    *Error   `json:"error,omitempty"`
+	// Admitted is, for a request with Count, how many admissions were granted.
+	Admitted int    `json:"admitted,omitempty"`
+	Error    *Error `json:"error,omitempty"`
 }
 
 // Grant is pushed to an AcquireRequest's Notify subject. With Error set the

@@ -1,0 +1,144 @@
+package client
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// TryRateLimit calls with the same arguments that arrive while one of them
+// is at the broker wait, and go together as one counted request when it
+// returns (AcquireRequest.Count, PROTOCOL.md §5.1): under load a Client sends
+// one request per batch instead of one per call. The broker admits as many
+// as fit, in order; each caller gets its own answer. An idle Client sends a
+// call at once, so coalescing adds no latency when there is no load.
+
+// tryKey is what calls must share to go in one counted request.
+type tryKey struct {
+	name   string
+	occupy int
+	names  string
+	strict bool
+	holder string
+}
+
+// tryCall is one waiting caller; done gets its answer.
+type tryCall struct {
+	done chan error
+}
+
+// tryQueue is the calls of one key: busy while a request of theirs is out.
+type tryQueue struct {
+	busy    bool
+	waiting []*tryCall
+}
+
+// tryBatcher holds the queues of a Client.
+type tryBatcher struct {
+	mu sync.Mutex
+	qs map[tryKey]*tryQueue
+}
+
+// tryRate runs one TryRateLimit call, alone or in a batch.
+func (c *Client) tryRate(ctx context.Context, name string, occupy int, opts []AcquireOption) error {
+	o := collect(opts)
+	if err := validate(name, occupy, o); err != nil {
+		return err
+	}
+	key := tryKey{name: name, occupy: occupy, names: strings.Join(o.names, ","), strict: o.strict, holder: o.holder}
+	b := &c.tries
+	b.mu.Lock()
+	if b.qs == nil {
+		b.qs = map[tryKey]*tryQueue{}
+	}
+	q := b.qs[key]
+	if q == nil {
+		q = &tryQueue{}
+		b.qs[key] = q
+	}
+	if !q.busy {
+		q.busy = true
+		b.mu.Unlock()
+		err := c.rate(ctx, name, occupy, true, opts)
+		c.nextBatch(key, q, o)
+		return err
+	}
+	call := &tryCall{done: make(chan error, 1)}
+	q.waiting = append(q.waiting, call)
+	b.mu.Unlock()
+
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	select {
+	case err := <-call.done:
+		return err
+	case <-ctx.Done():
+		b.mu.Lock()
+		for i, w := range q.waiting {
+			if w == call {
+				q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
+				break
+			}
+		}
+		b.mu.Unlock()
+		// Already sent in a batch: like a request in flight, its admission
+		// may still count.
+		return ctxError(ctx)
+	}
+}
+
+// nextBatch takes the calls that waited for q's request and sends them on a
+// goroutine of their own, or marks q idle when none did.
+func (c *Client) nextBatch(key tryKey, q *tryQueue, o acquireOptions) {
+	b := &c.tries
+	b.mu.Lock()
+	batch := q.waiting
+	q.waiting = nil
+	if len(batch) == 0 {
+		q.busy = false
+		delete(b.qs, key)
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	go func() {
+		c.sendBatch(key, batch, o)
+		c.nextBatch(key, q, o)
+	}()
+}
+
+// sendBatch asks for one admission per call (at most MaxCount per request)
+// and answers every call: the first ones admitted, the rest ErrNoSlots.
+func (c *Client) sendBatch(key tryKey, batch []*tryCall, o acquireOptions) {
+	for len(batch) > 0 {
+		part := batch[:min(len(batch), messages.MaxCount)]
+		batch = batch[len(part):]
+		req := &messages.AcquireRequest{Names: o.names, Occupy: key.occupy, Holder: key.holder, Strict: key.strict,
+			Try: true, Rate: true}
+		if len(part) > 1 {
+			req.Count = len(part)
+		}
+		_, reply, err := c.request(c.life, key.name, req, o)
+		admitted := 0
+		if err == nil {
+			c.warnUnenforced(key.name, reply)
+			admitted = max(reply.Admitted, 1)
+		}
+		for i, call := range part {
+			switch {
+			case err != nil:
+				call.done <- err
+			case i < admitted:
+				call.done <- nil
+			default:
+				call.done <- fromWire(messages.Errorf(messages.CodeNoSlots,
+					"limit %q admitted %d of %d calls sent together; this one was not", key.name, admitted, len(part)))
+			}
+		}
+	}
+}
