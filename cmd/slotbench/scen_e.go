@@ -15,6 +15,11 @@ import (
 // request is admitted: slots and decay per second.
 const eRate = 1_000_000
 
+// eSharedClients is how many Clients the 64 callers share in e's shared
+// cases, one per NATS connection, as a service shares one Client among its
+// goroutines.
+const eSharedClients = 8
+
 // scenarioE: rate-limit admissions on one shared limit by 1 and by 64
 // clients (over 8 connections): TryRateLimit and RateLimit against
 // redis_rate's GCRA Allow. Only admitted requests count.
@@ -59,16 +64,28 @@ func scenarioE(ctx context.Context, e *env) error {
 		}
 		pr.Note = "upper bound of admissions/s"
 		e.rep.add(pr)
-		for _, v := range []struct {
-			sys string
-			try bool
-		}{{"slotbroker TryRateLimit", true}, {"slotbroker RateLimit", false}} {
+		type variant struct {
+			sys    string
+			try    bool
+			shared bool // callers share 8 Clients, one per connection
+		}
+		variants := []variant{{"slotbroker TryRateLimit", true, false}, {"slotbroker RateLimit", false, false}}
+		if workers > eSharedClients {
+			variants = append(variants,
+				variant{fmt.Sprintf("slotbroker TryRateLimit, %d callers sharing %d Clients (coalesced)", workers, eSharedClients), true, true},
+				variant{fmt.Sprintf("slotbroker RateLimit, %d callers sharing %d Clients", workers, eSharedClients), false, true})
+		}
+		for _, v := range variants {
 			s, err := loop(ctx, workers, e.cfg.warm, e.cfg.dur, func(ctx context.Context, w int) (bool, error) {
+				c := cs[w]
+				if v.shared {
+					c = cs[w%eSharedClients] // cs[i] is on connection i%8
+				}
 				var err error
 				if v.try {
-					err = cs[w].TryRateLimit(ctx, "e-rate", 1)
+					err = c.TryRateLimit(ctx, "e-rate", 1)
 				} else {
-					err = cs[w].RateLimit(ctx, "e-rate", 1)
+					err = c.RateLimit(ctx, "e-rate", 1)
 				}
 				if errors.Is(err, client.ErrNoSlots) {
 					return false, nil
