@@ -2,8 +2,10 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/slotbroker/slotbroker/messages"
 )
@@ -26,6 +28,7 @@ type tryKey struct {
 
 // tryCall is one waiting caller; done gets its answer.
 type tryCall struct {
+	ctx  context.Context
 	done chan error
 }
 
@@ -65,15 +68,15 @@ func (c *Client) tryRate(ctx context.Context, name string, occupy int, opts []Ac
 		c.nextBatch(key, q, o)
 		return err
 	}
-	call := &tryCall{done: make(chan error, 1)}
-	q.waiting = append(q.waiting, call)
-	b.mu.Unlock()
-
 	if o.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
+	call := &tryCall{ctx: ctx, done: make(chan error, 1)}
+	q.waiting = append(q.waiting, call)
+	b.mu.Unlock()
+
 	select {
 	case err := <-call.done:
 		return err
@@ -106,6 +109,8 @@ func (c *Client) nextBatch(key tryKey, q *tryQueue, o acquireOptions) {
 		return
 	}
 	b.mu.Unlock()
+	// Each caller's context and WithTimeout bound its own wait, not the batch's.
+	o.timeout = 0
 	go func() {
 		c.sendBatch(key, batch, o)
 		c.nextBatch(key, q, o)
@@ -113,27 +118,20 @@ func (c *Client) nextBatch(key tryKey, q *tryQueue, o acquireOptions) {
 }
 
 // sendBatch asks for one admission per call (at most MaxCount per request)
-// and answers every call: the first ones admitted, the rest ErrNoSlots.
+// and answers every call: admissions go to the callers still waiting, in
+// order; the others get ErrNoSlots.
 func (c *Client) sendBatch(key tryKey, batch []*tryCall, o acquireOptions) {
 	for len(batch) > 0 {
 		part := batch[:min(len(batch), messages.MaxCount)]
 		batch = batch[len(part):]
-		req := &messages.AcquireRequest{Names: o.names, Occupy: key.occupy, Holder: key.holder, Strict: key.strict,
-			Try: true, Rate: true}
-		if len(part) > 1 {
-			req.Count = len(part)
-		}
-		_, reply, err := c.request(c.life, key.name, req, o)
-		admitted := 0
-		if err == nil {
-			c.warnUnenforced(key.name, reply)
-			admitted = max(reply.Admitted, 1)
-		}
-		for i, call := range part {
+		admitted, err := c.countedTry(key, part, o)
+		given := 0
+		for _, call := range part {
 			switch {
 			case err != nil:
 				call.done <- err
-			case i < admitted:
+			case call.ctx.Err() == nil && given < admitted:
+				given++
 				call.done <- nil
 			default:
 				call.done <- fromWire(messages.Errorf(messages.CodeNoSlots,
@@ -141,4 +139,35 @@ func (c *Client) sendBatch(key tryKey, batch []*tryCall, o acquireOptions) {
 			}
 		}
 	}
+}
+
+// countedTry sends one counted request for part. It is given up (and takes
+// no slots after) once every caller in part has stopped waiting.
+func (c *Client) countedTry(key tryKey, part []*tryCall, o acquireOptions) (int, error) {
+	ctx, cancel := context.WithCancel(c.life)
+	defer cancel()
+	var waiting atomic.Int64
+	waiting.Store(int64(len(part)))
+	for _, call := range part {
+		stop := context.AfterFunc(call.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
+	req := &messages.AcquireRequest{Names: o.names, Occupy: key.occupy, Holder: key.holder, Strict: key.strict,
+		Try: true, Rate: true}
+	if len(part) > 1 {
+		req.Count = len(part)
+	}
+	_, reply, err := c.request(ctx, key.name, req, o)
+	if err != nil {
+		if c.life.Err() != nil {
+			return 0, fmt.Errorf("%w: the client or its NATS connection was closed while calls to %q waited", ErrClosed, key.name)
+		}
+		return 0, err
+	}
+	c.warnUnenforced(key.name, reply)
+	return max(reply.Admitted, 1), nil
 }
