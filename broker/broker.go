@@ -227,6 +227,9 @@ func (b *Broker) applyLocked(fx *effects) *batch {
 		f, err := b.js.PublishMsgAsync(b.kvMsg(op))
 		if err != nil {
 			bt.err = err
+			if l := op.tokenFor; l != nil {
+				l.slackStored = false // not stored: its acceptance must write it
+			}
 			continue
 		}
 		bt.writes = append(bt.writes, pendingWrite{f: f, tokenFor: op.tokenFor})
@@ -287,6 +290,13 @@ func (b *Broker) settle(bt *batch) error {
 			}
 		case e := <-w.f.Err():
 			err = errors.Join(err, e)
+			if l := w.tokenFor; l != nil {
+				// The lease's record may not be stored: its acceptance
+				// must write it (see state.accept).
+				b.mu.Lock()
+				l.slackStored = false
+				b.mu.Unlock()
+			}
 		}
 	}
 	for _, g := range bt.groups {
