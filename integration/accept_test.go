@@ -44,25 +44,14 @@ func TestAcceptedLeaseWhosePutFailedSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, err := js.Stream(ctx, "KV_"+messages.DefaultBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := stream.CachedInfo().Config
-	setSubjects := func(subjects ...string) {
-		c := cfg
-		c.Subjects = subjects
-		if _, err := js.UpdateStream(ctx, c); err != nil {
-			t.Errorf("update stream: %v", err)
-		}
-	}
+	outage, restored := kvOutage(ctx, t, js)
 
 	// w accepts its grant once the blip is over (well within the grant timeout).
 	accepted := make(chan messages.Grant, 1)
 	sub, err := nc.Subscribe("accept.w.notify", func(m *nats.Msg) {
 		var g messages.Grant
 		_ = json.Unmarshal(m.Data, &g)
-		setSubjects("$KV." + messages.DefaultBucket + ".>")
+		restored()
 		_ = m.Respond([]byte(`{"accept":true}`))
 		accepted <- g
 	})
@@ -80,7 +69,7 @@ func TestAcceptedLeaseWhosePutFailedSurvivesRestart(t *testing.T) {
 	}
 	// The stream loses its subjects (a leader blip) before a's lease expires:
 	// the expiry's writes, w's pending lease among them, fail.
-	setSubjects("accept.blackout.>")
+	outage()
 
 	var g messages.Grant
 	select {

@@ -116,18 +116,7 @@ func TestReleasePurgesSurviveStreamOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, err := js.Stream(ctx, "KV_"+messages.DefaultBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := stream.CachedInfo().Config
-	setSubjects := func(subjects ...string) {
-		c := cfg
-		c.Subjects = subjects
-		if _, err := js.UpdateStream(ctx, c); err != nil {
-			t.Errorf("update stream: %v", err)
-		}
-	}
+	outage, restored := kvOutage(ctx, t, js)
 
 	// A raw waiter w: it misses its first grant (slow or briefly
 	// disconnected: the broker times the push out and passes the slots on),
@@ -139,9 +128,9 @@ func TestReleasePurgesSurviveStreamOutage(t *testing.T) {
 			// A stream-leader blip around the moment the broker refuses.
 			go func() {
 				defer close(outageDone)
-				setSubjects("zreview.blackout.>")
+				outage()
 				time.Sleep(grantTimeout + 150*time.Millisecond)
-				setSubjects("$KV." + messages.DefaultBucket + ".>")
+				restored()
 			}()
 			return
 		}
