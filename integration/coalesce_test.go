@@ -249,3 +249,73 @@ func TestCoalesceDeniedSlots(t *testing.T) {
 		t.Fatalf("%d calls refused with ErrNoSlots, broker reports denied_slots %d", refused.Load(), info.DeniedSlots)
 	}
 }
+
+// RateLimit goes through the try coalescer while the limit has room, and
+// queues at the broker once a coalesced try is refused: every caller is
+// admitted, the ones beyond the burst through the queue.
+func TestRateLimitCoalescedThenQueued(t *testing.T) {
+	ev := newEnv(t)
+	c := ev.client()
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := c.CreateLimit(ctx, "roomy", 1000, client.WithSlotDecay(0.001)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateLimit(ctx, "tight", 5, client.WithSlotDecay(50)); err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int64
+	watcher := ev.conn()
+	sub, err := watcher.Subscribe(ev.e.Broker.Subjects().Verb(messages.VerbAcquire, "roomy"), func(*nats.Msg) { requests.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := watcher.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	run := func(name string, calls int, opts ...client.AcquireOption) {
+		t.Helper()
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		errs := make(chan error, calls)
+		for range calls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				errs <- c.RateLimit(ctx, name, 1, opts...)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("RateLimit %s: %v", name, err)
+			}
+		}
+	}
+
+	const calls = 400
+	run("roomy", calls)
+	info, err := c.GetLimit(ctx, "roomy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.ActiveSlots != calls {
+		t.Fatalf("roomy: %d active slots after %d admissions", info.ActiveSlots, calls)
+	}
+	eventually(t, 10*time.Second, "the watcher saw the requests", func() bool { return requests.Load() > 0 })
+	if n := requests.Load(); n >= calls {
+		t.Fatalf("%d requests for %d concurrent RateLimit calls with room: nothing was coalesced", n, calls)
+	}
+	t.Logf("roomy: %d calls in %d requests", calls, requests.Load())
+
+	var queued atomic.Int64
+	run("tight", 20, client.WithQueued(func(int) { queued.Add(1) }))
+	if queued.Load() == 0 {
+		t.Fatal("tight: 20 calls on a burst of 5 were all admitted without queueing")
+	}
+	t.Logf("tight: %d of 20 calls queued at the broker", queued.Load())
+}
