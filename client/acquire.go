@@ -107,6 +107,13 @@ func validate(name string, occupy int, o acquireOptions) error {
 // grant. It returns the granted lease (nil for a rate admission or when no
 // limit was enforced) and the reply's missing and inactive names.
 func (c *Client) request(ctx context.Context, name string, req *messages.AcquireRequest, o acquireOptions) (*messages.LeaseGrant, messages.AcquireReply, error) {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		// Checked first: a try would otherwise take slots for nobody.
+		return nil, messages.AcquireReply{}, fmt.Errorf("%w: acquiring %q", ErrClosed, name)
+	}
 	if o.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.timeout)

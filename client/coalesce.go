@@ -2,12 +2,10 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/slotbroker/slotbroker/messages"
 )
@@ -44,58 +42,6 @@ type tryQueue struct {
 type tryBatcher struct {
 	mu sync.Mutex
 	qs map[tryKey]*tryQueue
-	// full remembers keys whose last coalesced try for a RateLimit call was
-	// refused, until when: RateLimit calls then queue at the broker at once.
-	full map[tryKey]time.Time
-}
-
-// fullHold is how long a refused RateLimit try sends further RateLimit calls
-// of its key straight to the broker's queue.
-const fullHold = 100 * time.Millisecond
-
-func keyOf(name string, occupy int, o acquireOptions) tryKey {
-	return tryKey{name: name, occupy: occupy, names: strings.Join(o.names, ","), strict: o.strict, holder: o.holder}
-}
-
-// rateLimit is RateLimit: while the limit has room, the call goes through the
-// try coalescer (admitted in a batch with the Client's other calls); when a
-// try is refused (no room, or callers queued), it queues at the broker as a
-// blocking request, and so do the key's calls for fullHold after. One
-// deadline (ctx, WithTimeout) covers both steps.
-func (c *Client) rateLimit(ctx context.Context, name string, occupy int, opts []AcquireOption) error {
-	o := collect(opts)
-	if err := validate(name, occupy, o); err != nil {
-		return err
-	}
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-		opts = append(opts[:len(opts):len(opts)], func(o *acquireOptions) { o.timeout = 0 })
-	}
-	key := keyOf(name, occupy, o)
-	b := &c.tries
-	b.mu.Lock()
-	full := time.Now().Before(b.full[key])
-	b.mu.Unlock()
-	if !full {
-		err := c.tryRate(ctx, name, occupy, opts)
-		if !errors.Is(err, ErrNoSlots) {
-			return err
-		}
-		b.mu.Lock()
-		if b.full == nil {
-			b.full = map[tryKey]time.Time{}
-		}
-		for k, until := range b.full { // forget stale keys
-			if time.Now().After(until) {
-				delete(b.full, k)
-			}
-		}
-		b.full[key] = time.Now().Add(fullHold)
-		b.mu.Unlock()
-	}
-	return c.rate(ctx, name, occupy, false, opts)
 }
 
 // tryRate runs one TryRateLimit call, alone or in a batch.
@@ -104,7 +50,7 @@ func (c *Client) tryRate(ctx context.Context, name string, occupy int, opts []Ac
 	if err := validate(name, occupy, o); err != nil {
 		return err
 	}
-	key := keyOf(name, occupy, o)
+	key := tryKey{name: name, occupy: occupy, names: strings.Join(o.names, ","), strict: o.strict, holder: o.holder}
 	b := &c.tries
 	b.mu.Lock()
 	if b.qs == nil {

@@ -11,11 +11,9 @@ import (
 // the limit's slot_decay_per_second. Waiting callers queue FIFO at the broker
 // and are woken by a pushed grant the moment enough has decayed. A limit
 // without slot decay fails with ErrNotRateLimit; missing and inactive limits
-// follow the same rules as Acquire. While the limit has room, concurrent
-// calls with the same arguments on one Client are coalesced as for
-// TryRateLimit; once the limit is full they queue at the broker.
+// follow the same rules as Acquire.
 func (c *Client) RateLimit(ctx context.Context, name string, occupy int, opts ...AcquireOption) error {
-	return c.rateLimit(ctx, name, occupy, opts)
+	return c.rate(ctx, name, occupy, false, opts)
 }
 
 // TryRateLimit is RateLimit that never waits: nil when admitted now,

@@ -73,7 +73,7 @@ func scenarioE(ctx context.Context, e *env) error {
 		if workers > eSharedClients {
 			variants = append(variants,
 				variant{fmt.Sprintf("slotbroker TryRateLimit, %d callers sharing %d Clients (coalesced)", workers, eSharedClients), true, true},
-				variant{fmt.Sprintf("slotbroker RateLimit, %d callers sharing %d Clients (coalesced while there is room)", workers, eSharedClients), false, true})
+				variant{fmt.Sprintf("slotbroker RateLimit, %d callers sharing %d Clients", workers, eSharedClients), false, true})
 		}
 		for _, v := range variants {
 			s, err := loop(ctx, workers, e.cfg.warm, e.cfg.dur, func(ctx context.Context, w int) (bool, error) {
