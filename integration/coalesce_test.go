@@ -43,29 +43,9 @@ func TestTryRateLimitCoalesced(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var admitted, refused atomic.Int64
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for range calls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			err := c.TryRateLimit(ctx, "burst", 1)
-			switch {
-			case err == nil:
-				admitted.Add(1)
-			case errors.Is(err, client.ErrNoSlots):
-				refused.Add(1)
-			default:
-				t.Errorf("TryRateLimit: %v", err)
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
-	if admitted.Load() != slots || refused.Load() != calls-slots {
-		t.Fatalf("admitted %d, refused %d; want %d and %d", admitted.Load(), refused.Load(), slots, calls-slots)
+	admitted, refused := tryAtOnce(ctx, t, c, "burst", calls, true)
+	if admitted != slots || refused != calls-slots {
+		t.Fatalf("admitted %d, refused %d; want %d and %d", admitted, refused, slots, calls-slots)
 	}
 	info, err := c.GetLimit(ctx, "burst")
 	if err != nil {
@@ -230,27 +210,13 @@ func TestCoalesceDeniedSlots(t *testing.T) {
 	if _, err := c.CreateLimit(ctx, "denied", slots, client.WithSlotDecay(0.001)); err != nil {
 		t.Fatal(err)
 	}
-	var refused atomic.Int64
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for range calls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			if errors.Is(c.TryRateLimit(ctx, "denied", 1), client.ErrNoSlots) {
-				refused.Add(1)
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
+	_, refused := tryAtOnce(ctx, t, c, "denied", calls, false)
 	info, err := c.GetLimit(ctx, "denied")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.DeniedSlots != refused.Load() {
-		t.Fatalf("%d calls refused with ErrNoSlots, broker reports denied_slots %d", refused.Load(), info.DeniedSlots)
+	if info.DeniedSlots != refused {
+		t.Fatalf("%d calls refused with ErrNoSlots, broker reports denied_slots %d", refused, info.DeniedSlots)
 	}
 }
 
@@ -286,4 +252,33 @@ func TestAcquisitionsAfterCloseAreErrClosed(t *testing.T) {
 	if info.ActiveSlots != 0 {
 		t.Fatalf("calls on a closed Client took %d slots", info.ActiveSlots)
 	}
+}
+
+// tryAtOnce starts `calls` TryRateLimit(name, 1) calls on c together and
+// counts the admitted and the refused (ErrNoSlots); with strict, any other
+// error fails the test.
+func tryAtOnce(ctx context.Context, t *testing.T, c *client.Client, name string, calls int, strict bool) (admitted, refused int64) {
+	t.Helper()
+	var nAdmitted, nRefused atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			err := c.TryRateLimit(ctx, name, 1)
+			switch {
+			case err == nil:
+				nAdmitted.Add(1)
+			case errors.Is(err, client.ErrNoSlots):
+				nRefused.Add(1)
+			case strict:
+				t.Errorf("TryRateLimit: %v", err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return nAdmitted.Load(), nRefused.Load()
 }
