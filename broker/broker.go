@@ -168,6 +168,9 @@ func (b *Broker) Stop() error {
 		for _, t := range b.wakers {
 			t.Stop()
 		}
+		if b.js != nil {
+			b.storeExact()
+		}
 		b.mu.Unlock()
 		if b.js != nil {
 			select {
@@ -197,6 +200,20 @@ type batch struct {
 	writes []pendingWrite
 	groups []*ackGroup
 	err    error
+}
+
+// settled tells whether the batch has nothing left to wait for or push:
+// no write in flight, every group stored, no grant or failure to send.
+func (bt *batch) settled() bool {
+	if bt.err != nil || len(bt.writes) > 0 || len(bt.fx.grants) > 0 || len(bt.fx.fails) > 0 {
+		return false
+	}
+	for _, g := range bt.groups {
+		if !g.ok() {
+			return false
+		}
+	}
+	return true
 }
 
 // pendingWrite is a write whose ack settle waits for.

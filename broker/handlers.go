@@ -166,7 +166,7 @@ func (b *Broker) handleAcquire(req micro.Request, name string) func() {
 	}
 	var res acquireResult
 	bt := b.change(func(now time.Time, fx *effects) { res = b.st.acquire(now, name, &r, enc, fx) })
-	return func() {
+	done := func() {
 		if err := b.settle(bt); err != nil && res.reply.Error == nil {
 			if res.lease != nil {
 				_ = b.finish(b.change(func(now time.Time, fx *effects) {
@@ -185,6 +185,13 @@ func (b *Broker) handleAcquire(req micro.Request, name string) func() {
 		respond(req, enc, res.reply, res.reply.Error)
 		b.announce(bt)
 	}
+	if bt.settled() {
+		// A refusal, or an admission its limit's stored record covers:
+		// answered here, without a hop to a worker.
+		done()
+		return nil
+	}
+	return done
 }
 
 // handleRelease answers as soon as the release is applied, before the

@@ -1,15 +1,28 @@
 package broker
 
 import (
+	"time"
+
 	"github.com/nats-io/nats.go"
+
+	"github.com/slotbroker/slotbroker/messages"
 )
 
 // Limit records are written by group commit: at most one write per limit is
 // in flight, and every change made meanwhile waits for one more write of the
-// then-current record. Under load (a hot rate limit admits thousands of
-// callers a second) this turns one write per admission into one write per
-// round trip to JetStream, and each caller is still answered only once its
-// change is stored.
+// then-current record. Each caller is answered only once its change is
+// covered by a stored record.
+//
+// A rate limit's record stores a decay state reserved ahead of the live one
+// (see reservedTAT): a quarter of the limit more than is taken, at most a full
+// bucket. An admission that the last stored record already covers (same
+// configuration, live TAT not past the stored one) needs no write at all; only
+// one that outruns the reservation waits for the next write. A crashed broker
+// thus restarts with at most the reserve more slots taken than were: it may
+// refuse a little too long, never admit too much. Stop stores the exact state.
+
+// reserveShare is the share of a rate limit reserved ahead in its record.
+const reserveShare = 0.25
 
 // ackGroup is one write that several batches wait for.
 type ackGroup struct {
@@ -19,20 +32,72 @@ type ackGroup struct {
 
 func newAckGroup() *ackGroup { return &ackGroup{done: make(chan struct{})} }
 
+// ok tells, without waiting, whether the group's write is stored.
+func (g *ackGroup) ok() bool {
+	select {
+	case <-g.done:
+		return g.err == nil
+	default:
+		return false
+	}
+}
+
 // limitWriter is the write state of one limit record.
 type limitWriter struct {
 	inflight bool
 	// next collects the changes made while a write was in flight.
 	next *ackGroup
+	// last is the latest write sent (in flight or stored); nil once it failed.
+	last *sentLimit
 }
 
-// markDirty returns the write that will store name's current record,
-// starting it when none is in flight. b.mu must be held.
+// sentLimit is what one write of a limit record stores.
+type sentLimit struct {
+	ls  *limitState // the limit it was written for: a recreated limit is another
+	cfg messages.Limit
+	tat time.Time
+	g   *ackGroup
+}
+
+// covers tells whether the record sent stores ls as it is now, or more
+// conservatively (a later decay state).
+func (s *sentLimit) covers(ls *limitState) bool {
+	return s.ls == ls && s.cfg == ls.cfg && !ls.bucket.tat.After(s.tat)
+}
+
+// reservedTAT is the decay state to store for ls at now: the reserve taken
+// on top of the live state (or of an empty bucket), never beyond a full
+// bucket nor below the live state. A limit never used stores none.
+func (ls *limitState) reservedTAT(now time.Time) time.Time {
+	tat, d := ls.bucket.tat, ls.cfg.SlotDecayPerSecond
+	if d <= 0 || tat.IsZero() {
+		return tat
+	}
+	base := tat
+	if base.Before(now) {
+		base = now
+	}
+	r := base.Add(seconds(float64(ls.cfg.Limit) * reserveShare / d))
+	if full := now.Add(seconds(float64(ls.cfg.Limit) / d)); r.After(full) {
+		r = full
+	}
+	if r.Before(tat) {
+		r = tat
+	}
+	return r
+}
+
+// markDirty returns the write that stores name's current record: the last
+// one sent when it covers the current state, else a new one, started when
+// none is in flight. b.mu must be held.
 func (b *Broker) markDirty(name string) *ackGroup {
 	lw := b.writers[name]
 	if lw == nil {
 		lw = &limitWriter{}
 		b.writers[name] = lw
+	}
+	if ls := b.st.limits[name]; ls != nil && lw.last != nil && lw.last.covers(ls) {
+		return lw.last.g
 	}
 	if lw.inflight {
 		if lw.next == nil {
@@ -41,12 +106,13 @@ func (b *Broker) markDirty(name string) *ackGroup {
 		return lw.next
 	}
 	g := newAckGroup()
-	b.writeLimit(name, lw, g)
+	b.writeLimit(name, lw, g, true)
 	return g
 }
 
-// writeLimit publishes name's current record for g. b.mu must be held.
-func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup) {
+// writeLimit publishes name's current record for g, with the decay state
+// reserved ahead when reserve is set. b.mu must be held.
+func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup, reserve bool) {
 	ls := b.st.limits[name]
 	if ls == nil {
 		// Deleted since: its purge was written in order; nothing to store.
@@ -54,14 +120,21 @@ func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup) {
 		delete(b.writers, name)
 		return
 	}
+	rec := limitRecord{Limit: ls.cfg, TAT: ls.bucket.tat}
+	if reserve {
+		rec.TAT = ls.reservedTAT(b.now())
+	}
 	m := nats.NewMsg(b.kvSubject + limitKey(name))
-	m.Data = ls.record()
+	m.Data = mustJSON(rec)
 	f, err := b.js.PublishMsgAsync(m)
 	if err != nil {
+		lw.last = nil
 		g.err = err
 		close(g.done)
 		return
 	}
+	sent := &sentLimit{ls: ls, cfg: ls.cfg, tat: rec.TAT, g: g}
+	lw.last = sent
 	lw.inflight = true
 	b.inflight.Add(1)
 	go func() {
@@ -71,15 +144,33 @@ func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup) {
 		case err := <-f.Err():
 			g.err = err
 		}
-		close(g.done)
 		b.mu.Lock()
 		defer b.mu.Unlock()
+		if g.err != nil && lw.last == sent {
+			lw.last = nil
+		}
+		close(g.done)
 		lw.inflight = false
 		if next := lw.next; next != nil {
 			lw.next = nil
-			b.writeLimit(name, lw, next)
+			b.writeLimit(name, lw, next, true)
 		}
 	}()
+}
+
+// storeExact writes, at Stop, the exact decay state of every limit whose
+// stored record reserves more, so that a clean restart loses no slots.
+// b.mu must be held and no write may be in flight.
+func (b *Broker) storeExact() {
+	for name, lw := range b.writers {
+		ls := b.st.limits[name]
+		if ls == nil || lw.last == nil || lw.last.ls != ls || !lw.last.tat.After(ls.bucket.tat) {
+			continue
+		}
+		m := nats.NewMsg(b.kvSubject + limitKey(name))
+		m.Data = ls.record()
+		_, _ = b.js.PublishMsgAsync(m)
+	}
 }
 
 // wait blocks until the group's write is stored, and returns its error.
