@@ -93,15 +93,13 @@ type state struct {
 	// acceptSlack is how much later than its grant a pending lease's record
 	// lets it expire, so that an acceptance within it needs no rewrite.
 	acceptSlack time.Duration
-	// cancelled remembers, for cancelTombstoneTTL, the wait ids cancelled
+	// waits remembers, for cancelTombstoneTTL, the wait ids cancelled
 	// before their acquisition arrived (acquire and cancel are separate
 	// subscriptions, so a cancel can overtake its acquire); such a late
 	// acquisition is refused instead of queueing or holding slots for nobody.
-	// The same memory answers a retried rate admission (admitted) as
-	// admitted instead of admitting it twice.
-	cancelled      map[string]time.Time
-	cancelledOrder []string
-	admitted       map[string]int
+	// The same memory answers a retried rate admission as admitted instead
+	// of admitting it twice.
+	waits *waitMemory
 }
 
 type ttlBounds struct {
@@ -117,8 +115,7 @@ func newState(ttl ttlBounds, newID func() string) *state {
 		ttl:     ttl,
 		newID:   newID,
 
-		cancelled: map[string]time.Time{},
-		admitted:  map[string]int{},
+		waits: newWaitMemory(cancelTombstoneTTL),
 	}
 }
 

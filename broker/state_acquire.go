@@ -44,8 +44,8 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 		if r, ok := s.retried(now, req.WaitID, fx); ok {
 			return acquireResult{reply: r}
 		}
-		if _, gone := s.cancelled[req.WaitID]; gone {
-			if n := s.admitted[req.WaitID]; n > 0 {
+		if n, gone := s.waits.lookup(req.WaitID); gone {
+			if n > 0 {
 				r := messages.AcquireReply{Status: messages.StatusGranted, WaitID: req.WaitID}
 				if req.Count > 1 {
 					r.Admitted = n
@@ -417,24 +417,12 @@ func (s *state) cancel(now time.Time, waitID string, fx *effects) messages.Cance
 // acquisition with its wait id.
 const cancelTombstoneTTL = 2 * time.Minute
 
-// tombstone remembers a cancelled wait id and forgets the expired ones.
+// tombstone remembers a cancelled wait id.
 func (s *state) tombstone(now time.Time, waitID string) {
-	for len(s.cancelledOrder) > 0 {
-		old := s.cancelledOrder[0]
-		if now.Sub(s.cancelled[old]) < cancelTombstoneTTL {
-			break
-		}
-		delete(s.cancelled, old)
-		delete(s.admitted, old)
-		s.cancelledOrder = s.cancelledOrder[1:]
-	}
 	if waitID == "" || len(waitID) > maxIDLen {
 		return
 	}
-	if _, ok := s.cancelled[waitID]; !ok {
-		s.cancelledOrder = append(s.cancelledOrder, waitID)
-	}
-	s.cancelled[waitID] = now
+	s.waits.remember(now, waitID, 0)
 }
 
 // announceAvailable records a slot-available event on each of names that has
@@ -456,8 +444,7 @@ func (s *state) rememberAdmitted(now time.Time, waitID string, n int) {
 	if waitID == "" {
 		return
 	}
-	s.tombstone(now, waitID)
-	s.admitted[waitID] = n
+	s.waits.remember(now, waitID, n)
 }
 
 // release ends a lease; an unknown lease is not an error.
