@@ -168,13 +168,21 @@ func (b *Broker) Stop() error {
 		for _, t := range b.wakers {
 			t.Stop()
 		}
+		var exact []jetstream.PubAckFuture
 		if b.js != nil {
-			b.storeExact()
+			exact = b.storeExact()
 		}
 		b.mu.Unlock()
 		if b.js != nil {
 			select {
 			case <-b.js.PublishAsyncComplete():
+				for _, f := range exact {
+					select {
+					case e := <-f.Err():
+						err = errors.Join(err, fmt.Errorf("%w: store a limit's exact state: %v", ErrStore, e))
+					default:
+					}
+				}
 			case <-time.After(5 * time.Second):
 				err = errors.Join(err, fmt.Errorf("%w: pending writes not acknowledged within 5s", ErrStore))
 			}
@@ -253,6 +261,11 @@ func (b *Broker) applyLocked(fx *effects) *batch {
 	}
 	for _, name := range dedupe(fx.dirty) {
 		bt.groups = append(bt.groups, b.markDirty(name))
+	}
+	for _, op := range fx.ops {
+		if kind, name := keyKind(op.key); kind == limitKeyPrefix && op.val == nil {
+			b.forgetWriter(name) // deleted
+		}
 	}
 	now := b.now()
 	for _, l := range fx.disarm {

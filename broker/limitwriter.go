@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/slotbroker/slotbroker/messages"
 )
@@ -60,9 +61,11 @@ type sentLimit struct {
 }
 
 // covers tells whether the record sent stores ls as it is now, or more
-// conservatively (a later decay state).
-func (s *sentLimit) covers(ls *limitState) bool {
-	return s.ls == ls && s.cfg == ls.cfg && !ls.bucket.tat.After(s.tat)
+// conservatively (a later decay state) by no more than a write now would
+// reserve: after slots were given back (a declined grant), the record is
+// written again so that a crash does not keep them.
+func (s *sentLimit) covers(now time.Time, ls *limitState) bool {
+	return s.ls == ls && s.cfg == ls.cfg && !ls.bucket.tat.After(s.tat) && !s.tat.After(ls.reservedTAT(now))
 }
 
 // reservedTAT is the decay state to store for ls at now: the reserve taken
@@ -96,7 +99,7 @@ func (b *Broker) markDirty(name string) *ackGroup {
 		lw = &limitWriter{}
 		b.writers[name] = lw
 	}
-	if ls := b.st.limits[name]; ls != nil && lw.last != nil && lw.last.covers(ls) {
+	if ls := b.st.limits[name]; ls != nil && lw.last != nil && lw.last.covers(b.now(), ls) {
 		return lw.last.g
 	}
 	if lw.inflight {
@@ -155,21 +158,41 @@ func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup, reserve b
 			lw.next = nil
 			b.writeLimit(name, lw, next, true)
 		}
+		b.forgetWriter(name)
 	}()
 }
 
-// storeExact writes, at Stop, the exact decay state of every limit whose
-// stored record reserves more, so that a clean restart loses no slots.
-// b.mu must be held and no write may be in flight.
-func (b *Broker) storeExact() {
+// storeExact writes, at Stop, the exact decay state of every limit written
+// since Start unless its last write stored exactly that, so that a clean
+// restart loses no slots. It returns the writes' futures. b.mu must be held
+// and no write may be in flight.
+func (b *Broker) storeExact() []jetstream.PubAckFuture {
+	var fs []jetstream.PubAckFuture
 	for name, lw := range b.writers {
 		ls := b.st.limits[name]
-		if ls == nil || lw.last == nil || lw.last.ls != ls || !lw.last.tat.After(ls.bucket.tat) {
+		if ls == nil {
+			continue
+		}
+		if s := lw.last; s != nil && s.ls == ls && s.cfg == ls.cfg && s.tat.Equal(ls.bucket.tat) && s.g.ok() {
 			continue
 		}
 		m := nats.NewMsg(b.kvSubject + limitKey(name))
 		m.Data = ls.record()
-		_, _ = b.js.PublishMsgAsync(m)
+		f, err := b.js.PublishMsgAsync(m)
+		if err != nil {
+			b.log.Error("could not store a limit's exact state at stop", "limit", name, "err", err)
+			continue
+		}
+		fs = append(fs, f)
+	}
+	return fs
+}
+
+// forgetWriter drops the write state of a deleted limit once no write of it
+// is in flight. b.mu must be held.
+func (b *Broker) forgetWriter(name string) {
+	if lw := b.writers[name]; lw != nil && !lw.inflight && lw.next == nil && b.st.limits[name] == nil {
+		delete(b.writers, name)
 	}
 }
 

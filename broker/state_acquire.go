@@ -46,6 +46,9 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 		}
 		if n, gone := s.waits.lookup(req.WaitID); gone {
 			if n > 0 {
+				// Answered only once a stored record covers the admission
+				// (its first answer may have been a failed write).
+				s.markRateDirty(names, fx)
 				r := messages.AcquireReply{Status: messages.StatusGranted, WaitID: req.WaitID}
 				if req.Count > 1 {
 					r.Admitted = n
@@ -354,6 +357,9 @@ func (s *state) accept(now time.Time, waitID string, fx *effects) {
 		delete(s.waiters, waitID)
 		fx.purge(waiterKey(waitID))
 		s.rememberAdmitted(now, waitID, 1)
+		// The waiter's record goes: a stored limit record must cover the
+		// admission (the grant's write may have failed).
+		s.markRateDirty(w.names, fx)
 		return
 	}
 	if l := s.byWait[waitID]; l != nil && l.pending {
@@ -433,6 +439,16 @@ func (s *state) announceAvailable(now time.Time, fx *effects, names ...string) {
 			if free := ls.free(now); free > 0 {
 				fx.event(now, messages.EventAvailable, n, nil, free)
 			}
+		}
+	}
+}
+
+// markRateDirty marks the existing rate limits among names for a write,
+// which the Broker skips when the stored record already covers them.
+func (s *state) markRateDirty(names []string, fx *effects) {
+	for _, n := range names {
+		if ls := s.limits[n]; ls != nil && ls.cfg.SlotDecayPerSecond > 0 {
+			fx.dirty = append(fx.dirty, n)
 		}
 	}
 }
