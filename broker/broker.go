@@ -170,7 +170,9 @@ func (b *Broker) Stop() error {
 		}
 		var exact []jetstream.PubAckFuture
 		if b.js != nil {
-			exact = b.storeExact()
+			var e error
+			exact, e = b.storeExact()
+			err = errors.Join(err, e)
 		}
 		b.mu.Unlock()
 		if b.js != nil {
@@ -419,6 +421,9 @@ func (b *Broker) onWake(name string) {
 // answer: accepted, or given back when declined, unanswered or undeliverable.
 func (b *Broker) pushGrant(g pushedGrant) {
 	defer b.inflight.Done()
+	if g.w.rate && !b.cover(g.w.names) {
+		return // stopping: the stored waiter is queued again at the next start
+	}
 	b.mu.Lock()
 	msg := messages.Grant{WaitID: g.w.id}
 	if g.lease != nil {
@@ -442,6 +447,38 @@ func (b *Broker) pushGrant(g pushedGrant) {
 			b.st.refuse(now, g.w.id, fx)
 		}
 	}))
+}
+
+// cover waits until stored limit records cover the rate limits among names,
+// writing them again after a failed write, so that a rate grant is pushed
+// only once a crash cannot lose it. It returns false if the broker stops
+// first.
+func (b *Broker) cover(names []string) bool {
+	backoff := 50 * time.Millisecond
+	for {
+		b.mu.Lock()
+		var gs []*ackGroup
+		for _, n := range names {
+			if ls := b.st.limits[n]; ls != nil && ls.cfg.SlotDecayPerSecond > 0 {
+				gs = append(gs, b.markDirty(n))
+			}
+		}
+		b.mu.Unlock()
+		var err error
+		for _, g := range gs {
+			err = errors.Join(err, g.wait())
+		}
+		if err == nil {
+			return true
+		}
+		b.log.Warn("rate grant held back until its limit's record is stored", "err", err)
+		select {
+		case <-b.quit:
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
 }
 
 // deliver sends a grant as a request. No responders means the waiter is

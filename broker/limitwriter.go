@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -164,10 +166,11 @@ func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup, reserve b
 
 // storeExact writes, at Stop, the exact decay state of every limit written
 // since Start unless its last write stored exactly that, so that a clean
-// restart loses no slots. It returns the writes' futures. b.mu must be held
-// and no write may be in flight.
-func (b *Broker) storeExact() []jetstream.PubAckFuture {
+// restart loses no slots. It returns the writes' futures and the errors of
+// those it could not send. b.mu must be held and no write may be in flight.
+func (b *Broker) storeExact() ([]jetstream.PubAckFuture, error) {
 	var fs []jetstream.PubAckFuture
+	var errs error
 	for name, lw := range b.writers {
 		ls := b.st.limits[name]
 		if ls == nil {
@@ -180,12 +183,12 @@ func (b *Broker) storeExact() []jetstream.PubAckFuture {
 		m.Data = ls.record()
 		f, err := b.js.PublishMsgAsync(m)
 		if err != nil {
-			b.log.Error("could not store a limit's exact state at stop", "limit", name, "err", err)
+			errs = errors.Join(errs, fmt.Errorf("%w: store limit %q's exact state: %v", ErrStore, name, err))
 			continue
 		}
 		fs = append(fs, f)
 	}
-	return fs
+	return fs, errs
 }
 
 // forgetWriter drops the write state of a deleted limit once no write of it
