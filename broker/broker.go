@@ -251,6 +251,11 @@ func (b *Broker) kvMsg(op kvOp) *nats.Msg {
 func (b *Broker) applyLocked(fx *effects) *batch {
 	bt := &batch{fx: fx}
 	for _, op := range fx.ops {
+		if kind, name := keyKind(op.key); kind == limitKeyPrefix && op.val == nil {
+			// A deleted limit: its purge goes after any write of it in flight.
+			bt.groups = append(bt.groups, b.purgeLimit(name, b.kvMsg(op)))
+			continue
+		}
 		f, err := b.js.PublishMsgAsync(b.kvMsg(op))
 		if err != nil {
 			bt.err = err
@@ -263,11 +268,6 @@ func (b *Broker) applyLocked(fx *effects) *batch {
 	}
 	for _, name := range dedupe(fx.dirty) {
 		bt.groups = append(bt.groups, b.markDirty(name))
-	}
-	for _, op := range fx.ops {
-		if kind, name := keyKind(op.key); kind == limitKeyPrefix && op.val == nil {
-			b.forgetWriter(name) // deleted
-		}
 	}
 	now := b.now()
 	for _, l := range fx.disarm {

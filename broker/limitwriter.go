@@ -50,6 +50,11 @@ type limitWriter struct {
 	inflight bool
 	// next collects the changes made while a write was in flight.
 	next *ackGroup
+	// purge (with purgeMsg) is a delete of the record waiting for the write
+	// in flight: a write the JetStream client re-sends after meeting no
+	// responders must not land after the purge and bring the limit back.
+	purge    *ackGroup
+	purgeMsg *nats.Msg
 	// last is the latest write sent (in flight or stored); nil once it failed.
 	last *sentLimit
 }
@@ -131,6 +136,35 @@ func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup, reserve b
 	}
 	m := nats.NewMsg(b.kvSubject + limitKey(name))
 	m.Data = mustJSON(rec)
+	b.sendLimit(name, lw, m, g, &sentLimit{ls: ls, cfg: ls.cfg, tat: rec.TAT, g: g})
+}
+
+// purgeLimit sends the purge m of name's record once no write of it is in
+// flight, and returns the group that is done when the purge is stored.
+// b.mu must be held.
+func (b *Broker) purgeLimit(name string, m *nats.Msg) *ackGroup {
+	lw := b.writers[name]
+	if lw == nil {
+		lw = &limitWriter{}
+		b.writers[name] = lw
+	}
+	if lw.inflight {
+		if lw.purge == nil {
+			lw.purge = newAckGroup()
+		}
+		lw.purgeMsg = m
+		return lw.purge
+	}
+	g := newAckGroup()
+	b.sendLimit(name, lw, m, g, nil)
+	return g
+}
+
+// sendLimit publishes m, a write (sent describes it) or a purge (sent nil)
+// of name's record, for g; when it is stored it sends the purge or the write
+// that waited for it, purge first. b.mu must be held.
+func (b *Broker) sendLimit(name string, lw *limitWriter, m *nats.Msg, g *ackGroup, sent *sentLimit) {
+	lw.last = sent // a purge covers nothing
 	f, err := b.js.PublishMsgAsync(m)
 	if err != nil {
 		lw.last = nil
@@ -138,8 +172,6 @@ func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup, reserve b
 		close(g.done)
 		return
 	}
-	sent := &sentLimit{ls: ls, cfg: ls.cfg, tat: rec.TAT, g: g}
-	lw.last = sent
 	lw.inflight = true
 	b.inflight.Add(1)
 	go func() {
@@ -151,12 +183,18 @@ func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup, reserve b
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if g.err != nil && lw.last == sent {
+		if g.err != nil && sent != nil && lw.last == sent {
 			lw.last = nil
 		}
 		close(g.done)
 		lw.inflight = false
-		if next := lw.next; next != nil {
+		switch {
+		case lw.purge != nil:
+			pg, pm := lw.purge, lw.purgeMsg
+			lw.purge, lw.purgeMsg = nil, nil
+			b.sendLimit(name, lw, pm, pg, nil)
+		case lw.next != nil:
+			next := lw.next
 			lw.next = nil
 			b.writeLimit(name, lw, next, true)
 		}

@@ -171,11 +171,9 @@ func TestReviewWaitsStopReportsUnsentExactState(t *testing.T) {
 // responders (a stream without a leader) is re-sent by the JetStream client
 // 250 ms later; a delete of the limit sent meanwhile, once the stream is
 // back, is stored before that re-send, which stores the old record again:
-// the deleted limit comes back after a restart. (Not from 737bc91/958308a:
-// the limit writer does not order its in-flight write before the purge.)
+// the deleted limit came back after a restart. The purge of a limit now
+// waits for the write of it in flight.
 func TestReviewWaitsDeletedLimitResurrected(t *testing.T) {
-	t.Skip("known bug, PROTOCOL.md §13 #8: the JetStream client re-sends a write that met no responders " +
-		"after later writes were stored; fixing it means ordered retries in the broker (open in issue 5's note)")
 	ev := newEnv(t)
 	c := ev.client()
 	ctx := ctxT(t, 30*time.Second)
