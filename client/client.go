@@ -41,6 +41,11 @@ type Client struct {
 
 	// tries coalesces concurrent TryRateLimit calls (coalesce.go).
 	tries tryBatcher
+	// blocks coalesces concurrent RateLimit calls (coalesce_block.go).
+	blocks blockBatcher
+	// onRateCall, set only by tests, runs when a RateLimit call has taken
+	// its place in its key's order.
+	onRateCall func()
 }
 
 // New returns a Client on nc. It subscribes to one inbox for pushed grants.

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -50,7 +49,7 @@ func (c *Client) tryRate(ctx context.Context, name string, occupy int, opts []Ac
 	if err := validate(name, occupy, o); err != nil {
 		return err
 	}
-	key := tryKey{name: name, occupy: occupy, names: strings.Join(o.names, ","), strict: o.strict, holder: o.holder}
+	key := keyOf(name, occupy, o)
 	b := &c.tries
 	b.mu.Lock()
 	if b.qs == nil {
@@ -124,7 +123,11 @@ func (c *Client) sendBatch(key tryKey, batch []*tryCall, o acquireOptions) {
 	for len(batch) > 0 {
 		part := batch[:min(len(batch), messages.MaxCount)]
 		batch = batch[len(part):]
-		admitted, err := c.countedTry(key, part, o)
+		ctxs := make([]context.Context, len(part))
+		for i, call := range part {
+			ctxs[i] = call.ctx
+		}
+		admitted, err := c.countedTry(key, ctxs, o)
 		given := 0
 		for _, call := range part {
 			switch {
@@ -141,15 +144,16 @@ func (c *Client) sendBatch(key tryKey, batch []*tryCall, o acquireOptions) {
 	}
 }
 
-// countedTry sends one counted request for part. It is given up (and takes
-// no slots after) once every caller in part has stopped waiting.
-func (c *Client) countedTry(key tryKey, part []*tryCall, o acquireOptions) (int, error) {
+// countedTry sends one counted request for the callers whose contexts are
+// ctxs. It is given up (and takes no slots after) once every one of them
+// has stopped waiting.
+func (c *Client) countedTry(key tryKey, ctxs []context.Context, o acquireOptions) (int, error) {
 	ctx, cancel := context.WithCancel(c.life)
 	defer cancel()
 	var waiting atomic.Int64
-	waiting.Store(int64(len(part)))
-	for _, call := range part {
-		stop := context.AfterFunc(call.ctx, func() {
+	waiting.Store(int64(len(ctxs)))
+	for _, cctx := range ctxs {
+		stop := context.AfterFunc(cctx, func() {
 			if waiting.Add(-1) == 0 {
 				cancel()
 			}
@@ -158,8 +162,8 @@ func (c *Client) countedTry(key tryKey, part []*tryCall, o acquireOptions) (int,
 	}
 	req := &messages.AcquireRequest{Names: o.names, Occupy: key.occupy, Holder: key.holder, Strict: key.strict,
 		Try: true, Rate: true}
-	if len(part) > 1 {
-		req.Count = len(part)
+	if len(ctxs) > 1 {
+		req.Count = len(ctxs)
 	}
 	_, reply, err := c.request(ctx, key.name, req, o)
 	if err != nil {

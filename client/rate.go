@@ -13,7 +13,7 @@ import (
 // without slot decay fails with ErrNotRateLimit; missing and inactive limits
 // follow the same rules as Acquire.
 func (c *Client) RateLimit(ctx context.Context, name string, occupy int, opts ...AcquireOption) error {
-	return c.rate(ctx, name, occupy, false, opts)
+	return c.blockRate(ctx, name, occupy, opts)
 }
 
 // TryRateLimit is RateLimit that never waits: nil when admitted now,
