@@ -105,7 +105,9 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 			n := fitting(now, enforced, req.Occupy, max(req.Count, 1))
 			s.admit(now, enforced, n*req.Occupy, req.Holder, fx)
 			for _, ls := range enforced {
-				ls.denied += int64((max(req.Count, 1) - n) * req.Occupy)
+				if !req.Probe {
+					ls.denied += int64((max(req.Count, 1) - n) * req.Occupy)
+				}
 			}
 			s.rememberAdmitted(now, req.WaitID, n)
 			if req.Count > 1 {
@@ -125,7 +127,9 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 	}
 	if req.Try || req.Notify == "" {
 		for _, ls := range enforced {
-			ls.denied += int64(max(req.Count, 1) * req.Occupy)
+			if !req.Probe {
+				ls.denied += int64(max(req.Count, 1) * req.Occupy)
+			}
 		}
 		return fail(noSlotsError(now, enforced, req.Occupy))
 	}

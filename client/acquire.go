@@ -107,6 +107,11 @@ func validate(name string, occupy int, o acquireOptions) error {
 // grant. It returns the granted lease (nil for a rate admission or when no
 // limit was enforced) and the reply's missing and inactive names.
 func (c *Client) request(ctx context.Context, name string, req *messages.AcquireRequest, o acquireOptions) (*messages.LeaseGrant, messages.AcquireReply, error) {
+	return c.sendAcquire(ctx, name, req, o, true)
+}
+
+// sendAcquire is request; with retry it re-sends while no broker answers.
+func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.AcquireRequest, o acquireOptions, retry bool) (*messages.LeaseGrant, messages.AcquireReply, error) {
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
@@ -130,7 +135,7 @@ func (c *Client) request(ctx context.Context, name string, req *messages.Acquire
 		}
 	}
 	var reply messages.AcquireReply
-	if err := c.call(ctx, c.subj.Verb(messages.VerbAcquire, name), req, &reply, true); err != nil {
+	if err := c.call(ctx, c.subj.Verb(messages.VerbAcquire, name), req, &reply, retry); err != nil {
 		switch {
 		case ctx.Err() == nil:
 			c.forgetWait(req.WaitID)

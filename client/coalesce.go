@@ -127,7 +127,7 @@ func (c *Client) sendBatch(key tryKey, batch []*tryCall, o acquireOptions) {
 		for i, call := range part {
 			ctxs[i] = call.ctx
 		}
-		admitted, err := c.countedTry(key, ctxs, o)
+		admitted, err := c.countedTry(key, ctxs, o, true)
 		given := 0
 		for _, call := range part {
 			switch {
@@ -147,7 +147,11 @@ func (c *Client) sendBatch(key tryKey, batch []*tryCall, o acquireOptions) {
 // countedTry sends one counted request for the callers whose contexts are
 // ctxs. It is given up (and takes no slots after) once every one of them
 // has stopped waiting.
-func (c *Client) countedTry(key tryKey, ctxs []context.Context, o acquireOptions) (int, error) {
+// With retry (TryRateLimit), it is re-sent (same wait id) while no broker
+// answers, within the Client's retry window; without (RateLimit, whose
+// callers then queue), it is sent once, as a probe whose refusal is not
+// counted in denied_slots.
+func (c *Client) countedTry(key tryKey, ctxs []context.Context, o acquireOptions, retry bool) (int, error) {
 	ctx, cancel := context.WithCancel(c.life)
 	defer cancel()
 	var waiting atomic.Int64
@@ -161,11 +165,11 @@ func (c *Client) countedTry(key tryKey, ctxs []context.Context, o acquireOptions
 		defer stop()
 	}
 	req := &messages.AcquireRequest{Names: o.names, Occupy: key.occupy, Holder: key.holder, Strict: key.strict,
-		Try: true, Rate: true}
+		Try: true, Rate: true, Probe: !retry}
 	if len(ctxs) > 1 {
 		req.Count = len(ctxs)
 	}
-	_, reply, err := c.request(ctx, key.name, req, o)
+	_, reply, err := c.sendAcquire(ctx, key.name, req, o, retry)
 	if err != nil {
 		if c.life.Err() != nil {
 			return 0, fmt.Errorf("%w: the client or its NATS connection was closed while calls to %q waited", ErrClosed, key.name)

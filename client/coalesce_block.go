@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"sync"
+
+	"github.com/slotbroker/slotbroker/messages"
 )
 
 // RateLimit calls with the same arguments on one Client are coalesced too,
@@ -18,9 +20,8 @@ import (
 // before it is answered (admitted or queued at the broker): a later call of
 // the Client never reaches the broker's queue before an earlier one.
 //
-// A counted try that finds the limit just filled up counts its refused calls
-// in denied_slots although they then queue; this happens once each time the
-// limit becomes contended.
+// The counted try is a probe (AcquireRequest.Probe): the calls it refuses
+// go on to queue, so they are not counted in denied_slots.
 
 // blockCall is one waiting RateLimit caller.
 type blockCall struct {
@@ -33,6 +34,10 @@ type blockCall struct {
 	// queued tells whether it queued at the broker.
 	phase  chan struct{}
 	queued bool
+	err    error
+	// left is closed by a caller who gave up after the loop took it.
+	left chan struct{}
+	gone bool // under the batcher's lock
 }
 
 // blockQueue is the RateLimit calls of one key: busy while one of its
@@ -98,7 +103,7 @@ func (c *Client) blockRate(ctx context.Context, name string, occupy int, opts []
 		answered(false)
 		return err
 	}
-	call := &blockCall{ctx: ctx, done: make(chan error, 1), turn: make(chan struct{}), phase: make(chan struct{})}
+	call := &blockCall{ctx: ctx, done: make(chan error, 1), turn: make(chan struct{}), phase: make(chan struct{}), left: make(chan struct{})}
 	q.waiting = append(q.waiting, call)
 	b.mu.Unlock()
 
@@ -117,28 +122,32 @@ func (c *Client) blockRate(ctx context.Context, name string, occupy int, opts []
 			return ctxError(ctx)
 		}
 	}
+	call.gone = true
+	close(call.left)
 	b.mu.Unlock()
-	// Taken by the loop already: it answers or gives the turn.
 	select {
 	case err := <-call.done:
-		return err
-	case <-call.turn:
-		return c.takeTurn(call, name, occupy, opts)
+		if err == nil {
+			return nil
+		}
+	default:
 	}
+	return ctxError(ctx)
 }
 
 // takeTurn sends the call's own blocking request (at once refused by
 // request if ctx has ended) and tells the loop when it is answered.
 func (c *Client) takeTurn(call *blockCall, name string, occupy int, opts []AcquireOption) error {
 	var once sync.Once
-	answered := func(queued bool) {
+	finish := func(queued bool, err error) {
 		once.Do(func() {
 			call.queued = queued
+			call.err = err
 			close(call.phase)
 		})
 	}
-	err := c.rateAnswered(call.ctx, name, occupy, opts, answered)
-	answered(false)
+	err := c.rateAnswered(call.ctx, name, occupy, opts, func(queued bool) { finish(queued, nil) })
+	finish(false, err)
 	return err
 }
 
@@ -177,16 +186,33 @@ func (c *Client) blockLoop(key tryKey, q *blockQueue, o acquireOptions) {
 		if !contended {
 			turns = c.admitBatch(key, batch, o)
 		}
+		var failed error
 		for _, call := range turns {
-			if call.ctx.Err() != nil {
-				call.done <- ctxError(call.ctx) // gone: no request for it
+			b.mu.Lock()
+			if call.gone || call.ctx.Err() != nil || failed != nil {
+				b.mu.Unlock()
+				if failed != nil && call.ctx.Err() == nil {
+					call.done <- failed
+				} else {
+					call.done <- ctxError(call.ctx)
+				}
 				continue
 			}
 			close(call.turn)
-			<-call.phase
-			b.mu.Lock()
-			q.contended = call.queued
 			b.mu.Unlock()
+			select {
+			case <-call.phase:
+				if call.queued || call.err == nil {
+					// Answered by the broker (a call that gave up tells nothing).
+					b.mu.Lock()
+					q.contended = call.queued
+					b.mu.Unlock()
+				}
+				if call.err != nil && call.ctx.Err() == nil && errors.Is(call.err, ErrUnavailable) {
+					failed = call.err // no broker for a whole retry window
+				}
+			case <-call.left:
+			}
 		}
 	}
 }
@@ -195,29 +221,40 @@ func (c *Client) blockLoop(key tryKey, q *blockQueue, o acquireOptions) {
 // (the first ones still waiting) or that fail with it, and returns the
 // others, in order.
 func (c *Client) admitBatch(key tryKey, batch []*blockCall, o acquireOptions) []*blockCall {
-	ctxs := make([]context.Context, len(batch))
-	for i, call := range batch {
-		ctxs[i] = call.ctx
-	}
-	admitted, err := c.countedTry(key, ctxs, o)
-	if err != nil && !errors.Is(err, ErrNoSlots) {
-		for _, call := range batch {
-			call.done <- err
-		}
-		return nil
-	}
-	if err != nil {
-		admitted = 0
-	}
 	var rest []*blockCall
-	given := 0
-	for _, call := range batch {
-		if call.ctx.Err() == nil && given < admitted {
-			given++
-			call.done <- nil
+	for len(batch) > 0 {
+		part := batch[:min(len(batch), messages.MaxCount)]
+		batch = batch[len(part):]
+		ctxs := make([]context.Context, len(part))
+		for i, call := range part {
+			ctxs[i] = call.ctx
+		}
+		admitted, err := c.countedTry(key, ctxs, o, false)
+		// Without a broker (or an answer) the calls take their turns: a
+		// counted try is not re-sent, so that it cannot take slots for callers
+		// who gave up meanwhile.
+		if err != nil && !errors.Is(err, ErrNoSlots) && !(errors.Is(err, ErrUnavailable) && c.life.Err() == nil) {
+			for _, call := range part {
+				call.done <- err
+			}
 			continue
 		}
-		rest = append(rest, call)
+		if err != nil {
+			admitted = 0
+		}
+		given := 0
+		for _, call := range part {
+			b := &c.blocks
+			b.mu.Lock()
+			gone := call.gone
+			b.mu.Unlock()
+			if !gone && call.ctx.Err() == nil && given < admitted {
+				given++
+				call.done <- nil
+				continue
+			}
+			rest = append(rest, call)
+		}
 	}
 	return rest
 }

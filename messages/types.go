@@ -78,6 +78,10 @@ type AcquireRequest struct {
 	// (none is a no_slots error), and says how many in AcquireReply.Admitted.
 	// 0 means 1. The Go client coalesces concurrent TryRateLimit calls so.
 	Count int `json:"count,omitempty"`
+	// Probe, only with Try, keeps a refusal out of the limits' denied_slots:
+	// the callers it stands for go on to queue (the Go client's coalesced
+	// RateLimit calls).
+	Probe bool `json:"probe,omitempty"`
 }
 
 // MaxCount is the largest AcquireRequest.Count.
