@@ -22,7 +22,8 @@ const eSharedClients = 8
 
 // scenarioE: rate-limit admissions on one shared limit by 1 and by 64
 // clients (over 8 connections): TryRateLimit and RateLimit against
-// redis_rate's GCRA Allow. Only admitted requests count.
+// redis_rate's GCRA Allow, and at 64 the callers sharing 8 Clients, whose
+// calls the Client coalesces. Only admitted requests count.
 func scenarioE(ctx context.Context, e *env) error {
 	cs, done, err := e.clients(64)
 	if err != nil {
@@ -73,7 +74,7 @@ func scenarioE(ctx context.Context, e *env) error {
 		if workers > eSharedClients {
 			variants = append(variants,
 				variant{fmt.Sprintf("slotbroker TryRateLimit, %d callers sharing %d Clients (coalesced)", workers, eSharedClients), true, true},
-				variant{fmt.Sprintf("slotbroker RateLimit, %d callers sharing %d Clients", workers, eSharedClients), false, true})
+				variant{fmt.Sprintf("slotbroker RateLimit, %d callers sharing %d Clients (coalesced, FIFO kept)", workers, eSharedClients), false, true})
 		}
 		for _, v := range variants {
 			s, err := loop(ctx, workers, e.cfg.warm, e.cfg.dur, func(ctx context.Context, w int) (bool, error) {
