@@ -95,6 +95,13 @@ func (c *Client) blockRate(ctx context.Context, name string, occupy int, opts []
 			once.Do(func() {
 				b.mu.Lock()
 				q.contended = queued
+				if len(q.waiting) == 0 {
+					// Nobody came meanwhile: the next call leads at once.
+					q.busy = false
+					delete(b.qs, key)
+					b.mu.Unlock()
+					return
+				}
 				b.mu.Unlock()
 				go c.blockLoop(key, q, o)
 			})
