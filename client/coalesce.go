@@ -43,6 +43,19 @@ type tryBatcher struct {
 	qs map[tryKey]*tryQueue
 }
 
+// queueFor returns the queue of key in qs, making both as needed.
+func queueFor[Q any](qs *map[tryKey]*Q, key tryKey) *Q {
+	if *qs == nil {
+		*qs = map[tryKey]*Q{}
+	}
+	q := (*qs)[key]
+	if q == nil {
+		q = new(Q)
+		(*qs)[key] = q
+	}
+	return q
+}
+
 // tryRate runs one TryRateLimit call, alone or in a batch.
 func (c *Client) tryRate(ctx context.Context, name string, occupy int, opts []AcquireOption) error {
 	o := collect(opts)
@@ -52,14 +65,7 @@ func (c *Client) tryRate(ctx context.Context, name string, occupy int, opts []Ac
 	key := keyOf(name, occupy, o)
 	b := &c.tries
 	b.mu.Lock()
-	if b.qs == nil {
-		b.qs = map[tryKey]*tryQueue{}
-	}
-	q := b.qs[key]
-	if q == nil {
-		q = &tryQueue{}
-		b.qs[key] = q
-	}
+	q := queueFor(&b.qs, key)
 	if !q.busy {
 		q.busy = true
 		b.mu.Unlock()

@@ -76,14 +76,7 @@ func (c *Client) blockRate(ctx context.Context, name string, occupy int, opts []
 	key := keyOf(name, occupy, o)
 	b := &c.blocks
 	b.mu.Lock()
-	if b.qs == nil {
-		b.qs = map[tryKey]*blockQueue{}
-	}
-	q := b.qs[key]
-	if q == nil {
-		q = &blockQueue{}
-		b.qs[key] = q
-	}
+	q := queueFor(&b.qs, key)
 	if c.onRateCall != nil {
 		c.onRateCall()
 	}
