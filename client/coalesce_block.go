@@ -84,7 +84,7 @@ func (c *Client) blockRate(ctx context.Context, name string, occupy int, opts []
 		q.busy = true
 		b.mu.Unlock()
 		var once sync.Once
-		answered := func(queued bool) {
+		answered := func(queued bool, err error) {
 			once.Do(func() {
 				b.mu.Lock()
 				q.contended = queued
@@ -96,11 +96,15 @@ func (c *Client) blockRate(ctx context.Context, name string, occupy int, opts []
 					return
 				}
 				b.mu.Unlock()
-				go c.blockLoop(key, q, o)
+				var failed error
+				if noBroker(ctx, err) {
+					failed = err // the calls that waited for it fail with it
+				}
+				go c.blockLoop(key, q, o, failed)
 			})
 		}
-		err := c.rateAnswered(ctx, name, occupy, opts, answered)
-		answered(false)
+		err := c.rateAnswered(ctx, name, occupy, opts, func(queued bool) { answered(queued, nil) })
+		answered(false, err)
 		return err
 	}
 	call := &blockCall{ctx: ctx, done: make(chan error, 1), turn: make(chan struct{}), phase: make(chan struct{}), left: make(chan struct{})}
@@ -165,9 +169,16 @@ func (c *Client) rateAnswered(ctx context.Context, name string, occupy int, opts
 	return c.rate(ctx, name, occupy, false, opts)
 }
 
+// noBroker tells whether err, from a request whose ctx is still live, means
+// that no broker answered for a whole retry window.
+func noBroker(ctx context.Context, err error) bool {
+	return err != nil && ctx.Err() == nil && errors.Is(err, ErrUnavailable)
+}
+
 // blockLoop serves the calls of q that waited for a request of theirs, in
-// arrival order, until none wait.
-func (c *Client) blockLoop(key tryKey, q *blockQueue, o acquireOptions) {
+// arrival order, until none wait. A non-nil failed (no broker answered the
+// request they waited for) fails the first batch at once.
+func (c *Client) blockLoop(key tryKey, q *blockQueue, o acquireOptions, failed error) {
 	b := &c.blocks
 	for {
 		b.mu.Lock()
@@ -183,10 +194,9 @@ func (c *Client) blockLoop(key tryKey, q *blockQueue, o acquireOptions) {
 		b.mu.Unlock()
 
 		turns := batch
-		if !contended {
+		if !contended && failed == nil {
 			turns = c.admitBatch(key, batch, o)
 		}
-		var failed error
 		for _, call := range turns {
 			b.mu.Lock()
 			if call.gone || call.ctx.Err() != nil || failed != nil {
@@ -208,12 +218,13 @@ func (c *Client) blockLoop(key tryKey, q *blockQueue, o acquireOptions) {
 					q.contended = call.queued
 					b.mu.Unlock()
 				}
-				if call.err != nil && call.ctx.Err() == nil && errors.Is(call.err, ErrUnavailable) {
-					failed = call.err // no broker for a whole retry window
+				if noBroker(call.ctx, call.err) {
+					failed = call.err
 				}
 			case <-call.left:
 			}
 		}
+		failed = nil // a later batch tries again
 	}
 }
 
@@ -221,7 +232,7 @@ func (c *Client) blockLoop(key tryKey, q *blockQueue, o acquireOptions) {
 // (the first ones still waiting) or that fail with it, and returns the
 // others, in order.
 func (c *Client) admitBatch(key tryKey, batch []*blockCall, o acquireOptions) []*blockCall {
-	var rest []*blockCall
+	var rest, later []*blockCall
 	for len(batch) > 0 {
 		part := batch[:min(len(batch), messages.MaxCount)]
 		batch = batch[len(part):]
@@ -242,6 +253,12 @@ func (c *Client) admitBatch(key tryKey, batch []*blockCall, o acquireOptions) []
 		if err != nil {
 			admitted = 0
 		}
+		if admitted < len(part) {
+			// Refused calls take turns: later parts must not be admitted
+			// before them, so they take turns too, in order.
+			later = batch
+			batch = nil
+		}
 		given := 0
 		for _, call := range part {
 			b := &c.blocks
@@ -256,5 +273,5 @@ func (c *Client) admitBatch(key tryKey, batch []*blockCall, o acquireOptions) []
 			rest = append(rest, call)
 		}
 	}
-	return rest
+	return append(rest, later...)
 }
