@@ -116,13 +116,13 @@ func (b *Broker) markDirty(name string) *ackGroup {
 		return lw.next
 	}
 	g := newAckGroup()
-	b.writeLimit(name, lw, g, true)
+	b.writeLimit(name, lw, g)
 	return g
 }
 
 // writeLimit publishes name's current record for g, with the decay state
-// reserved ahead when reserve is set. b.mu must be held.
-func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup, reserve bool) {
+// reserved ahead. b.mu must be held.
+func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup) {
 	ls := b.st.limits[name]
 	if ls == nil {
 		// Deleted since: its purge was written in order; nothing to store.
@@ -130,10 +130,7 @@ func (b *Broker) writeLimit(name string, lw *limitWriter, g *ackGroup, reserve b
 		delete(b.writers, name)
 		return
 	}
-	rec := limitRecord{Limit: ls.cfg, TAT: ls.bucket.tat}
-	if reserve {
-		rec.TAT = ls.reservedTAT(b.now())
-	}
+	rec := limitRecord{Limit: ls.cfg, TAT: ls.reservedTAT(b.now())}
 	m := nats.NewMsg(b.kvSubject + limitKey(name))
 	m.Data = mustJSON(rec)
 	b.sendLimit(name, lw, m, g, &sentLimit{ls: ls, cfg: ls.cfg, tat: rec.TAT, g: g})
@@ -196,7 +193,7 @@ func (b *Broker) sendLimit(name string, lw *limitWriter, m *nats.Msg, g *ackGrou
 		case lw.next != nil:
 			next := lw.next
 			lw.next = nil
-			b.writeLimit(name, lw, next, true)
+			b.writeLimit(name, lw, next)
 		}
 		b.forgetWriter(name)
 	}()
