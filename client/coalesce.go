@@ -32,9 +32,34 @@ type tryCall struct {
 }
 
 // tryQueue is the calls of one key: busy while a request of theirs is out.
-type tryQueue struct {
+type tryQueue = callQueue[*tryCall]
+
+// callQueue is the calls of one key: busy while a request of theirs is out,
+// the others waiting in arrival order. Its batcher's lock guards it.
+type callQueue[C comparable] struct {
 	busy    bool
-	waiting []*tryCall
+	waiting []C
+}
+
+// take takes the waiting calls; with none, the queue goes idle.
+func (q *callQueue[C]) take() []C {
+	batch := q.waiting
+	q.waiting = nil
+	if len(batch) == 0 {
+		q.busy = false
+	}
+	return batch
+}
+
+// remove takes call out of the waiting calls, and tells whether it was there.
+func (q *callQueue[C]) remove(call C) bool {
+	for i, w := range q.waiting {
+		if w == call {
+			q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // tryBatcher holds the queues of a Client.
@@ -87,12 +112,7 @@ func (c *Client) tryRate(ctx context.Context, name string, occupy int, opts []Ac
 		return err
 	case <-ctx.Done():
 		b.mu.Lock()
-		for i, w := range q.waiting {
-			if w == call {
-				q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
-				break
-			}
-		}
+		q.remove(call)
 		b.mu.Unlock()
 		// Already sent in a batch: like a request in flight, its admission
 		// may still count.
@@ -105,10 +125,8 @@ func (c *Client) tryRate(ctx context.Context, name string, occupy int, opts []Ac
 func (c *Client) nextBatch(key tryKey, q *tryQueue, o acquireOptions) {
 	b := &c.tries
 	b.mu.Lock()
-	batch := q.waiting
-	q.waiting = nil
+	batch := q.take()
 	if len(batch) == 0 {
-		q.busy = false
 		delete(b.qs, key)
 		b.mu.Unlock()
 		return

@@ -43,10 +43,9 @@ type blockCall struct {
 // blockQueue is the RateLimit calls of one key: busy while one of its
 // requests has not been answered.
 type blockQueue struct {
-	busy bool
+	callQueue[*blockCall]
 	// contended: the last request answered had to queue at the broker.
 	contended bool
-	waiting   []*blockCall
 }
 
 // blockBatcher holds the RateLimit queues of a Client.
@@ -119,12 +118,9 @@ func (c *Client) blockRate(ctx context.Context, name string, occupy int, opts []
 	case <-ctx.Done():
 	}
 	b.mu.Lock()
-	for i, w := range q.waiting {
-		if w == call {
-			q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
-			b.mu.Unlock()
-			return ctxError(ctx)
-		}
+	if q.remove(call) {
+		b.mu.Unlock()
+		return ctxError(ctx)
 	}
 	call.gone = true
 	close(call.left)
@@ -182,10 +178,8 @@ func (c *Client) blockLoop(key tryKey, q *blockQueue, o acquireOptions, failed e
 	b := &c.blocks
 	for {
 		b.mu.Lock()
-		batch := q.waiting
-		q.waiting = nil
+		batch := q.take()
 		if len(batch) == 0 {
-			q.busy = false
 			delete(b.qs, key)
 			b.mu.Unlock()
 			return

@@ -26,14 +26,14 @@ func embedded(t *testing.T) *broker.Embedded {
 	return e
 }
 
-func newClient(t *testing.T, e *broker.Embedded) (*client.Client, *nats.Conn) {
+func newClient(t *testing.T, e *broker.Embedded, opts ...client.Option) (*client.Client, *nats.Conn) {
 	t.Helper()
 	nc, err := nats.Connect(e.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	c, err := client.New(nc)
+	c, err := client.New(nc, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

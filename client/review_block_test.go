@@ -18,19 +18,9 @@ import (
 
 // rvQuietClient is a Client on its own connection that drops the expected
 // warnings (a wait that could not be withdrawn while no broker answers).
-func rvQuietClient(t *testing.T, e *broker.Embedded) (*client.Client, *nats.Conn) {
+func rvQuietClient(t *testing.T, e *broker.Embedded, opts ...client.Option) (*client.Client, *nats.Conn) {
 	t.Helper()
-	nc, err := nats.Connect(e.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	c, err := client.New(nc, client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c, nc
+	return newClient(t, e, append(opts, client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))...)
 }
 
 // rvStopBroker stops the embedded broker; the NATS server stays up, so
@@ -391,16 +381,7 @@ func TestReviewBlockDeniedSlotsForAdmittedCallers(t *testing.T) {
 func TestReviewBlockOutageFailsCallsOneRetryWindowAfterAnother(t *testing.T) {
 	const window = time.Second
 	e := embedded(t)
-	nc, err := nats.Connect(e.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	c, err := client.New(nc, client.WithRetryFor(window), client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = c.Close() }()
+	c, _ := rvQuietClient(t, e, client.WithRetryFor(window))
 	admin := e.Client
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

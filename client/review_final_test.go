@@ -3,14 +3,10 @@ package client_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/slotbroker/slotbroker/client"
 	"github.com/slotbroker/slotbroker/messages"
@@ -79,16 +75,7 @@ func TestReviewFinalOrderAcrossMaxCountParts(t *testing.T) {
 func TestReviewFinalLeaderOutageTwoWindows(t *testing.T) {
 	const window = time.Second
 	e := embedded(t)
-	nc, err := nats.Connect(e.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	c, err := client.New(nc, client.WithRetryFor(window), client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = c.Close() }()
+	c, _ := rvQuietClient(t, e, client.WithRetryFor(window))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := c.CreateLimit(ctx, "down", 100, client.WithSlotDecay(1)); err != nil {
