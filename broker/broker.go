@@ -2,17 +2,17 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
-	"github.com/nats-io/nuid"
-
+	
 	"github.com/slotbroker/slotbroker/messages"
 )
 
@@ -38,7 +38,14 @@ type Broker struct {
 	js        jetstream.JetStream
 	kv        jetstream.KeyValue
 	kvSubject string
-	svc       micro.Service
+	svc       *service
+	// ownInbox is the prefix of the broker's own inboxes: no request may
+	// make it answer there.
+	ownInbox string
+	// dead is closed by die when the broker can no longer serve.
+	dead    chan struct{}
+	deadErr error
+	dieOnce sync.Once
 
 	mu      sync.Mutex
 	st      *state
@@ -69,20 +76,55 @@ func New(nc *nats.Conn, opts ...Option) (*Broker, error) {
 			return nil, err
 		}
 	}
-	gen := nuid.New()
-	var genMu sync.Mutex
-	newID := func() string {
-		genMu.Lock()
-		defer genMu.Unlock()
-		return gen.Next()
-	}
-	st := newState(o.ttl, newID)
+	// Lease and wait ids are 128 random bits: nobody can guess another's.
+	st := newState(o.ttl, rand.Text)
+	st.maxPerInbox, st.maxWaiters = o.maxWaitersPerInbox, o.maxWaiters
 	st.acceptSlack = o.grantTimeout + acceptMargin
 	return &Broker{
 		nc: nc, opts: o, subj: messages.NewSubjects(o.prefix), log: o.log, now: time.Now,
 		st: st, wakers: map[string]*time.Timer{}, writers: map[string]*limitWriter{},
-		quit: make(chan struct{}), work: make(chan func()),
+		quit: make(chan struct{}), work: make(chan func()), dead: make(chan struct{}),
+		ownInbox: ownInboxPrefix(nc),
 	}, nil
+}
+
+// ownInboxPrefix is the broker's own inbox namespace: the custom inbox
+// prefix of nc when it has one (nats.CustomInboxPrefix), or else the prefix
+// of nc's request inboxes ("_INBOX.<connection token>"), where grant
+// acknowledgements arrive.
+func ownInboxPrefix(nc *nats.Conn) string {
+	if p := nc.Opts.InboxPrefix; p != "" {
+		return p
+	}
+	inbox := nc.NewRespInbox()
+	if i := strings.LastIndexByte(inbox, '.'); i > 0 {
+		return inbox[:i]
+	}
+	return ""
+}
+
+// Done is closed when the broker can no longer serve for a reason other than
+// Stop: its connection closed or a subscription of its service ended. Err
+// says why. A supervisor should then stop it and exit (or start anew).
+func (b *Broker) Done() <-chan struct{} { return b.dead }
+
+// Err is why Done was closed (wrapping ErrUnavailable), or nil.
+func (b *Broker) Err() error {
+	select {
+	case <-b.dead:
+		return b.deadErr
+	default:
+		return nil
+	}
+}
+
+// die records that the broker can no longer serve.
+func (b *Broker) die(err error) {
+	b.dieOnce.Do(func() {
+		b.deadErr = err
+		b.log.Error("broker cannot serve any more", "err", err)
+		close(b.dead)
+	})
 }
 
 // Subjects returns the subjects the broker serves.
@@ -135,6 +177,9 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := b.flush(ctx); err != nil {
 		return fmt.Errorf("%w: flush subscriptions: %v", ErrUnavailable, err)
 	}
+	if err := b.nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "Subscription") {
+		return fmt.Errorf("%w: register service: %v (the broker's NATS user must be allowed to subscribe to %s.> and $SRV.>)", ErrUnavailable, err, b.subj.Base())
+	}
 	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket)
 	return nil
 }
@@ -159,7 +204,7 @@ func (b *Broker) Stop() error {
 		b.mu.Unlock()
 		close(b.quit)
 		if b.svc != nil {
-			err = b.svc.Stop()
+			err = b.svc.stop()
 		}
 		b.inflight.Wait()
 		b.workers.Wait()
@@ -425,22 +470,32 @@ func (b *Broker) pushGrant(g pushedGrant) {
 		return // stopping: the stored waiter is queued again at the next start
 	}
 	b.mu.Lock()
-	msg := messages.Grant{WaitID: g.w.id}
+	msg := messages.Grant{WaitID: g.w.id, Key: g.w.key}
 	if g.lease != nil {
 		msg.Lease = g.lease.grant()
 	}
 	b.mu.Unlock()
-	accepted := false
-	if data, err := messages.Marshal(g.w.enc, msg); err == nil {
+	accepted, unanswered := false, false
+	if e := messages.CheckPushSubject(g.w.notify, b.opts.prefix); e != nil {
+		b.log.Warn("grant not pushed: its notify subject cannot be published to; passing the slots on", "wait", g.w.id, "err", e.Message)
+	} else if data, err := messages.Marshal(g.w.enc, msg); err == nil {
 		if resp, err := b.deliver(g.w.notify, data, g.w.recovered); err == nil {
 			var ack messages.GrantAck
 			_, derr := messages.Decode(resp.Data, &ack)
 			accepted = derr == nil && ack.Accept
 		} else {
+			unanswered = errors.Is(err, nats.ErrTimeout)
 			b.log.Info("grant not delivered; passing the slots on", "wait", g.w.id, "err", err)
 		}
 	}
 	_ = b.finish(b.change(func(now time.Time, fx *effects) {
+		if unanswered {
+			if n := b.st.grantUnanswered(now, g.w.notify, fx); n > 0 {
+				b.log.Warn("inbox left its grants unanswered; dropped its other waiters", "inbox", inboxOf(g.w.notify), "dropped", n)
+			}
+		} else {
+			b.st.grantAnswered(g.w.notify)
+		}
 		if accepted {
 			b.st.accept(now, g.w.id, fx)
 		} else {
@@ -504,7 +559,10 @@ func (b *Broker) deliver(subject string, data []byte, recovered bool) (*nats.Msg
 
 // pushFailure tells a waiter its acquisition failed; it needs no answer.
 func (b *Broker) pushFailure(f failedWait) {
-	data, err := messages.Marshal(f.w.enc, messages.Grant{WaitID: f.w.id, Error: f.err})
+	if messages.CheckPushSubject(f.w.notify, b.opts.prefix) != nil {
+		return
+	}
+	data, err := messages.Marshal(f.w.enc, messages.Grant{WaitID: f.w.id, Key: f.w.key, Error: f.err})
 	if err == nil {
 		_ = b.nc.Publish(f.w.notify, data)
 	}

@@ -3,6 +3,8 @@ package broker
 import (
 	"math"
 	"time"
+
+	"github.com/slotbroker/slotbroker/messages"
 )
 
 // bucket is the decay state of a rate limit, kept as GCRA keeps it: tat is the
@@ -44,7 +46,7 @@ func (b bucket) fitsAt(now time.Time, decay float64, room, occupy int) time.Time
 		return now
 	}
 	// Round the wait up (the subtrahend down) so that occupy fits at t itself.
-	t := b.tat.Add(-time.Duration(math.Floor(float64(room-occupy) / decay * float64(time.Second))))
+	t := b.tat.Add(-seconds(math.Floor(float64(room-occupy)/decay*float64(time.Second)) / float64(time.Second)))
 	if t.Before(now) {
 		return now
 	}
@@ -83,4 +85,17 @@ func (b *bucket) rescale(now time.Time, oldDecay, newDecay float64) {
 	b.tat = now.Add(seconds(lvl / newDecay))
 }
 
-func seconds(s float64) time.Duration { return time.Duration(math.Round(s * float64(time.Second))) }
+// seconds converts to a duration, saturating far inside time.Duration's
+// range (a conversion out of range would wrap around); configurations are
+// bounded so that it never needs to (validateConfig).
+func seconds(s float64) time.Duration {
+	const bound = float64(2 * messages.MaxDrain)
+	d := math.Round(s * float64(time.Second))
+	switch {
+	case d > bound || math.IsNaN(d):
+		return time.Duration(bound)
+	case d < -bound:
+		return -time.Duration(bound)
+	}
+	return time.Duration(d)
+}

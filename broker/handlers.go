@@ -2,73 +2,67 @@ package broker
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 
 	"github.com/slotbroker/slotbroker/messages"
 )
 
-// serve registers the micro service and its endpoints.
+// serve subscribes the service's verbs and discovery subjects.
 func (b *Broker) serve() error {
-	svc, err := micro.AddService(b.nc, micro.Config{
-		Name:        messages.ServiceName,
-		Version:     Version,
-		Description: "slotbroker: distributed concurrency and rate limits",
-		Metadata:    map[string]string{"prefix": b.opts.prefix, "bucket": b.opts.bucket, "protocol": messages.Version},
-	})
-	if err != nil {
-		return configErr("register micro service: %v", err)
-	}
+	svc := newService(b)
 	b.svc = svc
-	g := svc.AddGroup(b.subj.Base())
-	endpoints := []struct {
-		verb string
-		h    func(micro.Request, string) func()
-	}{
-		{messages.VerbAcquire, b.handleAcquire},
-		{messages.VerbRelease, b.handleRelease},
-		{messages.VerbRenew, b.handleRenew},
-		{messages.VerbCancel, b.handleCancel},
-		{messages.VerbCreate, b.handleCreate},
-		{messages.VerbGet, b.handleGet},
-		{messages.VerbUpdate, b.handleUpdate},
-		{messages.VerbDelete, b.handleDelete},
-	}
-	for _, ep := range endpoints {
-		h := ep.h
-		if err := g.AddEndpoint(ep.verb, b.handler(h), micro.WithEndpointSubject(ep.verb+".*")); err != nil {
-			return configErr("add endpoint %s: %v", ep.verb, err)
-		}
-	}
-	if err := g.AddEndpoint(messages.VerbList, b.handler(b.handleList), micro.WithEndpointSubject(messages.VerbList)); err != nil {
-		return configErr("add endpoint list: %v", err)
-	}
-	return nil
+	return svc.start()
 }
 
-// handler adapts a verb handler: it refuses work after Stop and runs the
-// handler's completion (waiting for writes, replying) off the endpoint's
-// goroutine, so the endpoint keeps taking requests while writes are in flight.
-func (b *Broker) handler(h func(micro.Request, string) func()) micro.HandlerFunc {
-	return func(req micro.Request) {
-		if !b.begin() {
-			e := messages.Errorf(messages.CodeUnavailable, "broker is shutting down: retry shortly")
-			respond(req, messages.Detect(req.Data()), struct {
-				Error *messages.Error `json:"error"`
-			}{e}, e)
+// answerable tells whether a request may be answered: its reply subject is
+// a literal subject outside the reserved namespaces and outside the
+// broker's own inbox. Others are dropped unanswered: answering would let a
+// client make the broker publish into its own verbs, its storage or its
+// inbox with its rights.
+func (b *Broker) answerable(m *nats.Msg) bool {
+	if e := messages.CheckReply(m.Reply, b.opts.prefix); e != nil {
+		b.log.Debug("request dropped", "subject", m.Subject, "err", e.Message)
+		return false
+	}
+	if b.ownInbox != "" && (m.Reply == b.ownInbox || strings.HasPrefix(m.Reply, b.ownInbox+".")) {
+		b.log.Debug("request dropped: its reply subject is in the broker's own inbox", "subject", m.Subject)
+		return false
+	}
+	return true
+}
+
+// handler adapts a verb handler: it drops requests it must not answer,
+// refuses oversized ones and all work after Stop, and runs the handler's
+// completion (waiting for writes, replying) off the subscription's
+// goroutine, so that the verb keeps taking requests while writes are in
+// flight.
+func (b *Broker) handler(ep *endpoint) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		start := time.Now()
+		defer func() { ep.served(time.Since(start)) }()
+		if !b.answerable(m) {
 			return
 		}
-		dr := &detachedRequest{Request: req, nc: b.nc}
-		done := h(dr, messages.LimitFromSubject(req.Subject()))
+		req := &request{msg: m, nc: b.nc, ep: ep}
+		enc := messages.Detect(m.Data)
+		if len(m.Data) > messages.MaxRequestBytes {
+			e := messages.Errorf(messages.CodeBadRequest, "the request is %d bytes: the maximum is %d", len(m.Data), messages.MaxRequestBytes)
+			respond(req, enc, errorReply{e}, e)
+			return
+		}
+		if !b.begin() {
+			e := messages.Errorf(messages.CodeUnavailable, "broker is shutting down: retry shortly")
+			respond(req, enc, errorReply{e}, e)
+			return
+		}
+		done := ep.handle(req)
 		if done == nil {
 			b.inflight.Done()
 			return
 		}
-		// micro reads the request's reply error once the handler returns:
-		// answers sent later must not go through it (data race).
-		dr.detached = true
 		b.spawn(func() {
 			defer b.inflight.Done()
 			done()
@@ -76,51 +70,24 @@ func (b *Broker) handler(h func(micro.Request, string) func()) micro.HandlerFunc
 	}
 }
 
-// detachedRequest answers directly on the connection once detached (after
-// the endpoint handler has returned), bypassing micro's request bookkeeping.
-type detachedRequest struct {
-	micro.Request
-	nc       *nats.Conn
-	detached bool
-}
-
-func (r *detachedRequest) Respond(data []byte, opts ...micro.RespondOpt) error {
-	if !r.detached {
-		return r.Request.Respond(data, opts...)
-	}
-	m := &nats.Msg{Subject: r.Reply(), Data: data}
-	for _, o := range opts {
-		o(m)
-	}
-	return r.nc.PublishMsg(m)
-}
-
-func (r *detachedRequest) Error(code, description string, data []byte, opts ...micro.RespondOpt) error {
-	if !r.detached {
-		return r.Request.Error(code, description, data, opts...)
-	}
-	m := &nats.Msg{Subject: r.Reply(), Data: data, Header: nats.Header{micro.ErrorHeader: []string{description}, micro.ErrorCodeHeader: []string{code}}}
-	for _, o := range opts {
-		o(m)
-	}
-	return r.nc.PublishMsg(m)
+// errorReply is the reply of a request refused before its verb decoded it.
+type errorReply struct {
+	Error *messages.Error `json:"error"`
 }
 
 // decode reads a request body; on failure it answers bad_request and returns false.
-func decode(req micro.Request, v any) (messages.Encoding, bool) {
+func decode(req *request, v any) (messages.Encoding, bool) {
 	enc, err := messages.Decode(req.Data(), v)
 	if err != nil {
 		e := messages.Errorf(messages.CodeBadRequest, "cannot decode the request: %v (send a JSON object or a msgpack map)", err)
-		respond(req, enc, struct {
-			Error *messages.Error `json:"error"`
-		}{e}, e)
+		respond(req, enc, errorReply{e}, e)
 		return enc, false
 	}
 	return enc, true
 }
 
 // respond sends reply in enc; a non-nil e also sets the micro error headers.
-func respond(req micro.Request, enc messages.Encoding, reply any, e *messages.Error) {
+func respond(req *request, enc messages.Encoding, reply any, e *messages.Error) {
 	data, err := messages.Marshal(enc, reply)
 	if err != nil {
 		_ = req.Error("500", "encode reply: "+err.Error(), nil)
@@ -141,8 +108,10 @@ func statusOf(c messages.Code) string {
 		s = 404
 	case messages.CodeExists:
 		s = 409
-	case messages.CodeNoSlots:
+	case messages.CodeNoSlots, messages.CodeTooManyWaiters:
 		s = 429
+	case messages.CodeForbidden:
+		s = 403
 	case messages.CodeInactive:
 		s = 423
 	case messages.CodeUnavailable:
@@ -158,14 +127,85 @@ func storeError(err error) *messages.Error {
 	return messages.Errorf(messages.CodeUnavailable, "could not persist the change: %v; retry", err)
 }
 
-func (b *Broker) handleAcquire(req micro.Request, name string) func() {
+// handleAcquire takes slots on the subject's limit only: names of other
+// limits go to acquire-many, which permissions grant separately.
+func (b *Broker) handleAcquire(req *request, name string) func() {
 	var r messages.AcquireRequest
 	enc, ok := decode(req, &r)
 	if !ok {
 		return nil
 	}
+	for _, n := range r.Names {
+		if n != name {
+			e := messages.Errorf(messages.CodeForbidden, "%s takes slots on %q only, not on %q: send acquisitions of several limits to %s",
+				req.Subject(), name, n, b.subj.AcquireMany(dedupe(append([]string{name}, r.Names...))))
+			respond(req, enc, messages.AcquireReply{Error: e}, e)
+			return nil
+		}
+	}
+	r.Names = nil
+	return b.acquireOn(req, enc, name, &r)
+}
+
+// handleAcquireMany takes slots on the limits named by the subject's tokens
+// after the verb, all or nothing. The body's names, if any, must be the same.
+func (b *Broker) handleAcquireMany(req *request) func() {
+	var r messages.AcquireRequest
+	enc, ok := decode(req, &r)
+	if !ok {
+		return nil
+	}
+	tokens := strings.Split(strings.TrimPrefix(req.Subject(), b.subj.Base()+"."+messages.VerbAcquireMany+"."), ".")
+	fail := func(e *messages.Error) func() {
+		respond(req, enc, messages.AcquireReply{Error: e}, e)
+		return nil
+	}
+	if len(tokens) > messages.MaxNames {
+		return fail(messages.Errorf(messages.CodeInvalidArgument, "%d limits named: the maximum is %d", len(tokens), messages.MaxNames))
+	}
+	for _, n := range r.Names {
+		if !inScope(tokens, n) {
+			return fail(messages.Errorf(messages.CodeForbidden, "names lists %q, which is not in the subject %s: name the limits in the subject only", n, req.Subject()))
+		}
+	}
+	r.Names = tokens[1:]
+	return b.acquireOn(req, enc, tokens[0], &r)
+}
+
+// checkNotify checks a queued acquisition's notify subject and grant key.
+func (b *Broker) checkNotify(req *request, r *messages.AcquireRequest) *messages.Error {
+	if r.Try {
+		if r.Notify != "" {
+			return messages.Errorf(messages.CodeBadRequest, "notify is set on a try: a try is never queued, leave notify out")
+		}
+		if r.Key != "" {
+			return messages.CheckKey(r.Key)
+		}
+		return nil
+	}
+	if r.Notify == "" {
+		return messages.Errorf(messages.CodeBadRequest, "notify is empty: a request that may queue needs the subject its grant is pushed to (or set try)")
+	}
+	if e := messages.CheckNotify(r.Notify, req.Reply(), b.opts.prefix); e != nil {
+		return e
+	}
+	if b.ownInbox != "" && strings.HasPrefix(r.Notify, b.ownInbox+".") {
+		return messages.Errorf(messages.CodeBadRequest, "notify %q is in the broker's own inbox", r.Notify)
+	}
+	if r.Key != "" {
+		return messages.CheckKey(r.Key)
+	}
+	return nil
+}
+
+// acquireOn runs an acquisition on primary and r.Names.
+func (b *Broker) acquireOn(req *request, enc messages.Encoding, name string, r *messages.AcquireRequest) func() {
+	if e := b.checkNotify(req, r); e != nil {
+		respond(req, enc, messages.AcquireReply{Error: e}, e)
+		return nil
+	}
 	var res acquireResult
-	bt := b.change(func(now time.Time, fx *effects) { res = b.st.acquire(now, name, &r, enc, fx) })
+	bt := b.change(func(now time.Time, fx *effects) { res = b.st.acquire(now, name, r, enc, fx) })
 	done := func() {
 		if err := b.settle(bt); err != nil && res.reply.Error == nil {
 			if res.lease != nil {
@@ -198,14 +238,14 @@ func (b *Broker) handleAcquire(req micro.Request, name string) func() {
 // purge of the lease's record is acknowledged: losing that purge in a crash
 // only keeps the slots until the lease's deadline. Whatever the freed slots
 // go to waits for every write of the change, the purge included, in settle.
-func (b *Broker) handleRelease(req micro.Request, _ string) func() {
+func (b *Broker) handleRelease(req *request, name string) func() {
 	var r messages.ReleaseRequest
 	enc, ok := decode(req, &r)
 	if !ok {
 		return nil
 	}
 	var reply messages.ReleaseReply
-	bt := b.change(func(now time.Time, fx *effects) { reply = b.st.release(now, r.LeaseID, fx) })
+	bt := b.change(func(now time.Time, fx *effects) { reply = b.st.releaseOn(now, name, r.LeaseID, fx) })
 	respond(req, enc, reply, reply.Error)
 	return b.afterReply(bt)
 }
@@ -222,14 +262,14 @@ func (b *Broker) afterReply(bt *batch) func() {
 	return func() { _ = b.finish(bt) }
 }
 
-func (b *Broker) handleRenew(req micro.Request, _ string) func() {
+func (b *Broker) handleRenew(req *request, name string) func() {
 	var r messages.RenewRequest
 	enc, ok := decode(req, &r)
 	if !ok {
 		return nil
 	}
 	var reply messages.RenewReply
-	bt := b.change(func(now time.Time, fx *effects) { reply = b.st.renew(now, r.LeaseID, r.TTLMillis, fx) })
+	bt := b.change(func(now time.Time, fx *effects) { reply = b.st.renewOn(now, name, r.LeaseID, r.TTLMillis, fx) })
 	return func() {
 		if err := b.settle(bt); err != nil && reply.Error == nil {
 			reply = messages.RenewReply{Error: storeError(err)}
@@ -240,20 +280,20 @@ func (b *Broker) handleRenew(req micro.Request, _ string) func() {
 }
 
 // handleCancel answers as soon as the cancel is applied, like handleRelease.
-func (b *Broker) handleCancel(req micro.Request, _ string) func() {
+func (b *Broker) handleCancel(req *request, name string) func() {
 	var r messages.CancelRequest
 	enc, ok := decode(req, &r)
 	if !ok {
 		return nil
 	}
 	var reply messages.CancelReply
-	bt := b.change(func(now time.Time, fx *effects) { reply = b.st.cancel(now, r.WaitID, fx) })
+	bt := b.change(func(now time.Time, fx *effects) { reply = b.st.cancelOn(now, name, r.WaitID, fx) })
 	respond(req, enc, reply, reply.Error)
 	return b.afterReply(bt)
 }
 
 // limitVerb runs an admin verb that answers a LimitReply.
-func (b *Broker) limitVerb(req micro.Request, enc messages.Encoding, fn func(now time.Time, fx *effects) messages.LimitReply) func() {
+func (b *Broker) limitVerb(req *request, enc messages.Encoding, fn func(now time.Time, fx *effects) messages.LimitReply) func() {
 	var reply messages.LimitReply
 	bt := b.change(func(now time.Time, fx *effects) { reply = fn(now, fx) })
 	return func() {
@@ -265,7 +305,7 @@ func (b *Broker) limitVerb(req micro.Request, enc messages.Encoding, fn func(now
 	}
 }
 
-func (b *Broker) handleCreate(req micro.Request, name string) func() {
+func (b *Broker) handleCreate(req *request, name string) func() {
 	var r messages.CreateRequest
 	enc, ok := decode(req, &r)
 	if !ok {
@@ -274,7 +314,7 @@ func (b *Broker) handleCreate(req micro.Request, name string) func() {
 	return b.limitVerb(req, enc, func(now time.Time, fx *effects) messages.LimitReply { return b.st.create(now, name, &r, fx) })
 }
 
-func (b *Broker) handleUpdate(req micro.Request, name string) func() {
+func (b *Broker) handleUpdate(req *request, name string) func() {
 	var r messages.UpdateRequest
 	enc, ok := decode(req, &r)
 	if !ok {
@@ -283,7 +323,7 @@ func (b *Broker) handleUpdate(req micro.Request, name string) func() {
 	return b.limitVerb(req, enc, func(now time.Time, fx *effects) messages.LimitReply { return b.st.update(now, name, &r, fx) })
 }
 
-func (b *Broker) handleDelete(req micro.Request, name string) func() {
+func (b *Broker) handleDelete(req *request, name string) func() {
 	var r struct{}
 	enc, ok := decode(req, &r)
 	if !ok {
@@ -292,7 +332,7 @@ func (b *Broker) handleDelete(req micro.Request, name string) func() {
 	return b.limitVerb(req, enc, func(now time.Time, fx *effects) messages.LimitReply { return b.st.remove(now, name, fx) })
 }
 
-func (b *Broker) handleGet(req micro.Request, name string) func() {
+func (b *Broker) handleGet(req *request, name string) func() {
 	var r struct{}
 	enc, ok := decode(req, &r)
 	if !ok {
@@ -301,19 +341,62 @@ func (b *Broker) handleGet(req micro.Request, name string) func() {
 	b.mu.Lock()
 	reply := b.st.get(b.now(), name)
 	b.mu.Unlock()
+	if reply.Limit != nil {
+		fitInfo(enc, reply.Limit, b.payloadBudget())
+	}
 	respond(req, enc, reply, reply.Error)
 	return nil
 }
 
-func (b *Broker) handleList(req micro.Request, _ string) func() {
-	var r struct{}
+// listedInPages is how many holders and waiters each limit of a list page
+// lists at most (get shows more).
+const listedInPages = 100
+
+// handleList answers one page of limits after the request's cursor, as many
+// as fit the server's max payload.
+func (b *Broker) handleList(req *request) func() {
+	var r messages.ListRequest
 	enc, ok := decode(req, &r)
 	if !ok {
 		return nil
 	}
 	b.mu.Lock()
-	reply := b.st.list(b.now())
+	infos := b.st.listAfter(b.now(), r.After, listedInPages)
 	b.mu.Unlock()
+	budget := b.payloadBudget()
+	reply := messages.ListReply{Limits: make([]messages.LimitInfo, 0, len(infos))}
+	used := 64
+	for i := range infos {
+		fitInfo(enc, &infos[i], budget-used)
+		data, err := messages.Marshal(enc, &infos[i])
+		if err != nil {
+			continue
+		}
+		if len(reply.Limits) > 0 && used+len(data) > budget {
+			reply.Next = reply.Limits[len(reply.Limits)-1].Name
+			break
+		}
+		used += len(data) + 1
+		reply.Limits = append(reply.Limits, infos[i])
+	}
 	respond(req, enc, reply, nil)
 	return nil
+}
+
+// payloadBudget is how large a reply may be: the server's max payload less
+// room for headers.
+func (b *Broker) payloadBudget() int {
+	return max(int(b.nc.MaxPayload())-4096, 4096)
+}
+
+// fitInfo lists fewer holders and waiters until the info encodes within budget.
+func fitInfo(enc messages.Encoding, info *messages.LimitInfo, budget int) {
+	for len(info.Holders)+len(info.Waiters) > 0 {
+		data, err := messages.Marshal(enc, info)
+		if err != nil || len(data) <= budget {
+			return
+		}
+		info.Holders = info.Holders[:len(info.Holders)/2]
+		info.Waiters = info.Waiters[:len(info.Waiters)/2]
+	}
 }

@@ -14,6 +14,12 @@ const (
 	DefaultMinLeaseTTL  = time.Second
 	DefaultMaxLeaseTTL  = 24 * time.Hour
 	DefaultGrantTimeout = 2 * time.Second
+	// DefaultMaxWaitersPerInbox bounds the queued acquisitions of one
+	// inbox (one Go Client, usually one connection).
+	DefaultMaxWaitersPerInbox = 10_000
+	// DefaultMaxWaiters bounds the queued acquisitions of the whole broker
+	// (about 1 KB of memory each).
+	DefaultMaxWaiters = 100_000
 	// DefaultReconnectGrace covers a client's reconnection to a restarted
 	// server (nats.go waits 2 s between attempts by default).
 	DefaultReconnectGrace = 10 * time.Second
@@ -29,6 +35,9 @@ type options struct {
 	reconnectGrace time.Duration
 	log            *slog.Logger
 	memory         bool
+	// maxWaitersPerInbox and maxWaiters bound the queue (waiters.go).
+	maxWaitersPerInbox int
+	maxWaiters         int
 	// interest, when set, tells whether an event subject has subscribers.
 	interest func(subject string) bool
 }
@@ -40,6 +49,7 @@ func defaultOptions() options {
 		replicas:     1,
 		ttl:          ttlBounds{def: DefaultLeaseTTL, min: DefaultMinLeaseTTL, max: DefaultMaxLeaseTTL},
 		grantTimeout: DefaultGrantTimeout, reconnectGrace: DefaultReconnectGrace,
+		maxWaitersPerInbox: DefaultMaxWaitersPerInbox, maxWaiters: DefaultMaxWaiters,
 		log: slog.New(slog.DiscardHandler),
 	}
 }
@@ -100,10 +110,35 @@ func WithLeaseTTL(def, min, max time.Duration) Option {
 // acceptance before the slots go to the next waiter (default 2 s).
 func WithGrantTimeout(d time.Duration) Option {
 	return func(o *options) error {
-		if d <= 0 {
-			return configErr("grant timeout %v: give a positive duration", d)
+		if d < 10*time.Millisecond || d > time.Minute {
+			return configErr("grant timeout %v: give 10ms to 1m", d)
 		}
 		o.grantTimeout = d
+		return nil
+	}
+}
+
+// WithMaxWaitersPerInbox bounds how many acquisitions one inbox (the notify
+// subject without its last token: one Go Client) may have queued at once
+// (default 10,000). One more is refused with too_many_waiters.
+func WithMaxWaitersPerInbox(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return configErr("max waiters per inbox %d: give at least 1", n)
+		}
+		o.maxWaitersPerInbox = n
+		return nil
+	}
+}
+
+// WithMaxWaiters bounds how many acquisitions the broker keeps queued in
+// all (default 100,000), whatever inboxes they come from.
+func WithMaxWaiters(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return configErr("max waiters %d: give at least 1", n)
+		}
+		o.maxWaiters = n
 		return nil
 	}
 }

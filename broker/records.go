@@ -39,6 +39,8 @@ type leaseRecord struct {
 	WaitID     string    `json:"wait_id,omitempty"`
 	Notify     string    `json:"notify,omitempty"`
 	JSON       bool      `json:"json,omitempty"`
+	Scope      []string  `json:"scope,omitempty"`
+	Key        string    `json:"key,omitempty"`
 }
 
 // waiterRecord is the stored form of a queued acquisition. Queue order is the
@@ -54,6 +56,8 @@ type waiterRecord struct {
 	JSON      bool      `json:"json,omitempty"`
 	Rate      bool      `json:"rate,omitempty"`
 	Order     uint64    `json:"order,omitempty"`
+	Scope     []string  `json:"scope,omitempty"`
+	Key       string    `json:"key,omitempty"`
 }
 
 func mustJSON(v any) []byte {
@@ -75,7 +79,7 @@ func (l *lease) recordUntil(expires time.Time) []byte {
 	return mustJSON(leaseRecord{
 		ID: l.id, Names: l.names, Occupy: l.occupy, Holder: l.holder, TTLMillis: l.ttl.Milliseconds(),
 		AcquiredAt: l.acquired, ExpiresAt: expires, Token: l.token, WaitID: l.waitID, Notify: l.notify,
-		JSON: l.enc == messages.JSON,
+		JSON: l.enc == messages.JSON, Scope: l.scope, Key: l.key,
 	})
 }
 
@@ -83,6 +87,7 @@ func (w *waiter) record() []byte {
 	return mustJSON(waiterRecord{
 		ID: w.id, Names: w.names, Occupy: w.occupy, Holder: w.holder, TTLMillis: w.ttl.Milliseconds(),
 		Since: w.since, Notify: w.notify, JSON: w.enc == messages.JSON, Rate: w.rate, Order: w.order,
+		Scope: w.scope, Key: w.key,
 	})
 }
 
@@ -101,6 +106,7 @@ func (r leaseRecord) lease(revision uint64) *lease {
 	return &lease{
 		id: r.ID, names: r.Names, occupy: r.Occupy, holder: r.Holder, ttl: time.Duration(r.TTLMillis) * time.Millisecond,
 		acquired: r.AcquiredAt, expires: r.ExpiresAt, token: tok, waitID: r.WaitID, notify: r.Notify, enc: encOf(r.JSON),
+		scope: r.Scope, key: r.Key,
 	}
 }
 
@@ -108,6 +114,7 @@ func (r waiterRecord) waiter() *waiter {
 	return &waiter{
 		id: r.ID, names: r.Names, occupy: r.Occupy, holder: r.Holder, ttl: time.Duration(r.TTLMillis) * time.Millisecond,
 		since: r.Since, notify: r.Notify, enc: encOf(r.JSON), rate: r.Rate, order: r.Order,
+		scope: r.Scope, key: r.Key,
 	}
 }
 

@@ -27,6 +27,12 @@ type lease struct {
 	slackStored bool
 	// slot is the lease's place in the Broker's expiry order (index+1; 0: not in it).
 	slot int
+	// scope is the limits the acquisition named (names may have fewer,
+	// the missing and inactive ones): release, renew and cancel on any of
+	// them may act on the lease.
+	scope []string
+	// key is the acquisition's grant key, echoed in its pushed Grant.
+	key string
 }
 
 // waiter is a queued acquisition, in the queue of each of its names.
@@ -50,6 +56,19 @@ type waiter struct {
 	// recovered: rebuilt from the bucket at Start, so its client may still be
 	// reconnecting to a restarted server.
 	recovered bool
+	// scope and key are as in lease.
+	scope []string
+	key   string
+}
+
+// inScope tells whether name is one of scope's names.
+func inScope(scope []string, name string) bool {
+	for _, n := range scope {
+		if n == name {
+			return true
+		}
+	}
+	return false
 }
 
 // forget takes name out of the waiter's names, with its queue element.
@@ -100,6 +119,11 @@ type state struct {
 	// The same memory answers a retried rate admission as admitted instead
 	// of admitting it twice.
 	waits *waitMemory
+	// inboxes counts queued waiters and unanswered grants per inbox
+	// (waiters.go); maxPerInbox and maxWaiters bound the queue (0: no bound).
+	inboxes     map[string]*inboxState
+	maxPerInbox int
+	maxWaiters  int
 }
 
 type ttlBounds struct {
@@ -114,6 +138,7 @@ func newState(ttl ttlBounds, newID func() string) *state {
 		byWait:  map[string]*lease{},
 		ttl:     ttl,
 		newID:   newID,
+		inboxes: map[string]*inboxState{},
 
 		waits: newWaitMemory(cancelTombstoneTTL),
 	}

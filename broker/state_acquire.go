@@ -2,14 +2,12 @@ package broker
 
 import (
 	"container/list"
+	"crypto/subtle"
 	"math"
 	"time"
 
 	"github.com/slotbroker/slotbroker/messages"
 )
-
-// maxIDLen bounds client-chosen wait ids.
-const maxIDLen = 64
 
 // acquireResult is what acquire decided; lease is set for an immediate grant.
 type acquireResult struct {
@@ -17,21 +15,30 @@ type acquireResult struct {
 	lease *lease
 }
 
-// acquire handles an AcquireRequest on the subject's limit primary.
+// acquire handles an AcquireRequest on primary and req.Names: the
+// subject's limit, or the limits of an acquire-many subject (the handler
+// keeps each subject to its own limits).
 func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequest, enc messages.Encoding, fx *effects) acquireResult {
 	fail := func(e *messages.Error) acquireResult { return acquireResult{reply: messages.AcquireReply{Error: e}} }
 
 	names := dedupe(append([]string{primary}, req.Names...))
+	if len(names) > messages.MaxNames {
+		return fail(messages.Errorf(messages.CodeInvalidArgument, "%d limits named: the maximum is %d", len(names), messages.MaxNames))
+	}
 	for _, n := range names {
 		if e := messages.ValidateName(n); e != nil {
 			return fail(e)
 		}
 	}
-	if req.Occupy <= 0 {
-		return fail(messages.Errorf(messages.CodeInvalidOccupy, "occupy is %d: ask for at least 1 slot", req.Occupy))
+
+	if req.Occupy <= 0 || req.Occupy > messages.MaxLimit {
+		return fail(messages.Errorf(messages.CodeInvalidOccupy, "occupy is %d: ask for 1 to %d slots", req.Occupy, messages.MaxLimit))
 	}
 	if req.Count < 0 || req.Count > messages.MaxCount || (req.Count > 1 && !(req.Rate && req.Try)) {
 		return fail(messages.Errorf(messages.CodeInvalidArgument, "count is %d: give 0 to %d, and more than 1 only with rate and try", req.Count, messages.MaxCount))
+	}
+	if e := messages.CheckHolder(req.Holder); e != nil {
+		return fail(e)
 	}
 	ttl, e := s.ttl.resolve(req.TTLMillis)
 	if e != nil {
@@ -41,7 +48,7 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 		if e := validateID("wait_id", req.WaitID); e != nil {
 			return fail(e)
 		}
-		if r, ok := s.retried(now, req.WaitID, fx); ok {
+		if r, ok := s.retried(now, names, req, fx); ok {
 			return acquireResult{reply: r}
 		}
 		if n, gone := s.waits.lookup(req.WaitID); gone {
@@ -116,6 +123,7 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 			return acquireResult{reply: reply}
 		}
 		l := s.newLease(now, enforcedNames, req.Occupy, req.Holder, ttl, req.WaitID)
+		l.scope, l.key = names, req.Key
 		fx.put(leaseKey(l.id), l.record())
 		fx.ops[len(fx.ops)-1].tokenFor = l
 		fx.arm = append(fx.arm, l)
@@ -133,11 +141,14 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 		}
 		return fail(noSlotsError(now, enforced, req.Occupy))
 	}
+	if e := s.waiterRoom(req.Notify); e != nil {
+		return fail(e)
+	}
 	if req.WaitID == "" {
 		req.WaitID = s.newID()
 	}
 	w := &waiter{id: req.WaitID, names: enforcedNames, occupy: req.Occupy, holder: req.Holder, ttl: ttl, since: now,
-		notify: req.Notify, enc: enc, rate: req.Rate}
+		notify: req.Notify, enc: enc, rate: req.Rate, scope: names, key: req.Key}
 	s.nextOrder++
 	w.order = s.nextOrder
 	s.enqueue(w)
@@ -149,9 +160,16 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 	return acquireResult{reply: reply}
 }
 
-// retried answers a request whose wait id the broker already knows.
-func (s *state) retried(now time.Time, waitID string, fx *effects) (messages.AcquireReply, bool) {
+// retried answers a request whose wait id the broker already knows. The
+// retry must come from the same acquisition: the same names and the same
+// grant key, so that nobody who learnt a wait id (inspect shows them) can
+// take over its acquisition.
+func (s *state) retried(now time.Time, names []string, req *messages.AcquireRequest, fx *effects) (messages.AcquireReply, bool) {
+	waitID := req.WaitID
 	if w := s.waiters[waitID]; w != nil {
+		if e := sameAcquisition(w.scope, w.key, names, req); e != nil {
+			return messages.AcquireReply{Error: e}, true
+		}
 		if w.granted {
 			s.accept(now, waitID, fx)
 			return messages.AcquireReply{Status: messages.StatusGranted}, true
@@ -159,10 +177,26 @@ func (s *state) retried(now time.Time, waitID string, fx *effects) (messages.Acq
 		return messages.AcquireReply{Status: messages.StatusQueued, Position: s.position(w)}, true
 	}
 	if l := s.byWait[waitID]; l != nil {
+		if e := sameAcquisition(l.scope, l.key, names, req); e != nil {
+			return messages.AcquireReply{Error: e}, true
+		}
 		s.accept(now, waitID, fx)
 		return messages.AcquireReply{Status: messages.StatusGranted, Lease: l.grant()}, true
 	}
 	return messages.AcquireReply{}, false
+}
+
+// sameAcquisition checks that a request with a known wait id is a retry of
+// the acquisition that has it.
+func sameAcquisition(scope []string, key string, names []string, req *messages.AcquireRequest) *messages.Error {
+	same := len(scope) == 0 || len(scope) == len(names)
+	for i := 0; same && i < len(scope); i++ {
+		same = scope[i] == names[i]
+	}
+	if !same || subtle.ConstantTimeCompare([]byte(key), []byte(req.Key)) != 1 {
+		return messages.Errorf(messages.CodeForbidden, "wait_id %q belongs to another acquisition: give each acquisition a fresh random wait_id", req.WaitID)
+	}
+	return nil
 }
 
 // fitting is how many admissions of occupy slots, up to count, fit now on
@@ -194,17 +228,17 @@ func (b ttlBounds) resolve(ms int64) (time.Duration, *messages.Error) {
 	if ms == 0 {
 		return b.def, nil
 	}
-	d := time.Duration(ms) * time.Millisecond
-	if ms < 0 || d < b.min || d > b.max {
-		return 0, messages.Errorf(messages.CodeInvalidArgument, "lease ttl %v is out of range: give between %v and %v (or 0 for the default %v)",
-			d, b.min, b.max, b.def)
+	// Checked before the multiplication, which would wrap around.
+	if ms < 0 || ms > b.max.Milliseconds() || time.Duration(ms)*time.Millisecond < b.min {
+		return 0, messages.Errorf(messages.CodeInvalidArgument, "lease ttl_ms %d is out of range: give %d to %d (%v to %v), or 0 for the default %v",
+			ms, b.min.Milliseconds(), b.max.Milliseconds(), b.min, b.max, b.def)
 	}
-	return d, nil
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 func validateID(field, id string) *messages.Error {
-	if len(id) > maxIDLen {
-		return messages.Errorf(messages.CodeBadRequest, "%s is longer than %d bytes", field, maxIDLen)
+	if len(id) > messages.MaxIDLen {
+		return messages.Errorf(messages.CodeBadRequest, "%s is longer than %d bytes", field, messages.MaxIDLen)
 	}
 	if e := messages.ValidateName(id); e != nil {
 		return messages.Errorf(messages.CodeBadRequest, "%s %q: use only letters, digits, '-', '_' or '='", field, id)
@@ -250,7 +284,7 @@ func (s *state) admit(now time.Time, limits []*limitState, occupy int, holder st
 }
 
 func (s *state) enqueue(w *waiter) {
-	s.waiters[w.id] = w
+	s.addWaiter(w)
 	w.elems = make([]*list.Element, len(w.names))
 	for i, n := range w.names {
 		w.elems[i] = s.limits[n].queue.PushBack(w)
@@ -339,8 +373,9 @@ func (s *state) grantWaiter(now time.Time, w *waiter, fx *effects) {
 		fx.grants = append(fx.grants, pushedGrant{w: w})
 		return
 	}
-	delete(s.waiters, w.id)
+	s.removeWaiter(w)
 	l := s.newLease(now, w.names, w.occupy, w.holder, w.ttl, w.id)
+	l.scope, l.key = w.scope, w.key
 	l.pending, l.notify, l.enc = true, w.notify, w.enc
 	// The record's deadline covers an acceptance within the slack: the
 	// acceptance then rewrites nothing (a restarted broker may keep the lease
@@ -358,7 +393,7 @@ func (s *state) grantWaiter(now time.Time, w *waiter, fx *effects) {
 // accept records that the waiter of waitID took its grant.
 func (s *state) accept(now time.Time, waitID string, fx *effects) {
 	if w := s.waiters[waitID]; w != nil && w.granted {
-		delete(s.waiters, waitID)
+		s.removeWaiter(w)
 		fx.purge(waiterKey(waitID))
 		s.rememberAdmitted(now, waitID, 1)
 		// The waiter's record goes: a stored limit record must cover the
@@ -384,7 +419,7 @@ func (s *state) accept(now time.Time, waitID string, fx *effects) {
 // refuse gives back the grant of waitID: the waiter declined it, or is gone.
 func (s *state) refuse(now time.Time, waitID string, fx *effects) {
 	if w := s.waiters[waitID]; w != nil && w.granted {
-		delete(s.waiters, waitID)
+		s.removeWaiter(w)
 		fx.purge(waiterKey(waitID))
 		for _, n := range w.names {
 			if ls := s.limits[n]; ls != nil {
@@ -408,7 +443,7 @@ func (s *state) cancel(now time.Time, waitID string, fx *effects) messages.Cance
 			return messages.CancelReply{Cancelled: true}
 		}
 		s.unqueue(w)
-		delete(s.waiters, waitID)
+		s.removeWaiter(w)
 		fx.purge(waiterKey(waitID))
 		s.dispatch(now, fx, w.names...)
 		s.announceAvailable(now, fx, w.names...)
@@ -429,7 +464,7 @@ const cancelTombstoneTTL = 2 * time.Minute
 
 // tombstone remembers a cancelled wait id.
 func (s *state) tombstone(now time.Time, waitID string) {
-	if waitID == "" || len(waitID) > maxIDLen {
+	if waitID == "" || len(waitID) > messages.MaxIDLen {
 		return
 	}
 	s.waits.remember(now, waitID, 0)

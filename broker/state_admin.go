@@ -8,12 +8,23 @@ import (
 	"github.com/slotbroker/slotbroker/messages"
 )
 
+// maxDecay is the largest slot_decay_per_second: a slot then decays in a
+// microsecond, beyond any rate a broker can serve; a faster one would decay
+// in under a nanosecond, which time cannot hold, and admit without bound.
+const maxDecay = 1e6
+
+// validateConfig checks a limit's numbers, so that every duration computed
+// from them fits time.Duration: a full bucket drains within MaxDrain.
 func validateConfig(limit int, decay float64) *messages.Error {
-	if limit < 0 {
-		return messages.Errorf(messages.CodeInvalidArgument, "limit is %d: give 0 or more slots", limit)
+	if limit < 0 || limit > messages.MaxLimit {
+		return messages.Errorf(messages.CodeInvalidArgument, "limit is %d: give 0 to %d slots", limit, messages.MaxLimit)
 	}
-	if decay < 0 || math.IsNaN(decay) || math.IsInf(decay, 0) {
-		return messages.Errorf(messages.CodeInvalidArgument, "slot_decay_per_second is %v: give a finite number >= 0 (0 for no decay)", decay)
+	if decay < 0 || math.IsNaN(decay) || math.IsInf(decay, 0) || decay > maxDecay {
+		return messages.Errorf(messages.CodeInvalidArgument, "slot_decay_per_second is %v: give a finite number from 0 (no decay) to %g", decay, float64(maxDecay))
+	}
+	if decay > 0 && float64(limit)/decay > messages.MaxDrain.Seconds() {
+		return messages.Errorf(messages.CodeInvalidArgument, "slot_decay_per_second %g is too slow for a limit of %d: a full bucket would take longer than %v to drain; give at least %g",
+			decay, limit, messages.MaxDrain, float64(limit)/messages.MaxDrain.Seconds())
 	}
 	return nil
 }
@@ -119,7 +130,7 @@ func (s *state) failTooLarge(now time.Time, ls *limitState, fx *effects) {
 // failWaiter takes w out of its queues and tells it why.
 func (s *state) failWaiter(now time.Time, w *waiter, err *messages.Error, fx *effects) {
 	s.unqueue(w)
-	delete(s.waiters, w.id)
+	s.removeWaiter(w)
 	fx.purge(waiterKey(w.id))
 	fx.fails = append(fx.fails, failedWait{w: w, err: err})
 	s.dispatch(now, fx, w.names...)
@@ -163,26 +174,49 @@ func (s *state) get(now time.Time, name string) messages.LimitReply {
 	return messages.LimitReply{Limit: &info}
 }
 
-// list returns every limit, sorted by name.
-func (s *state) list(now time.Time) messages.ListReply {
-	out := make([]messages.LimitInfo, 0, len(s.limits))
-	for _, ls := range s.limits {
-		out = append(out, s.info(now, ls))
+// listAfter returns the limits named after after, sorted by name, each
+// with at most max holders and waiters listed.
+func (s *state) listAfter(now time.Time, after string, max int) []messages.LimitInfo {
+	names := make([]string, 0, len(s.limits))
+	for n := range s.limits {
+		if n > after {
+			names = append(names, n)
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return messages.ListReply{Limits: out}
+	sort.Strings(names)
+	out := make([]messages.LimitInfo, 0, len(names))
+	for _, n := range names {
+		out = append(out, s.infoN(now, s.limits[n], max))
+	}
+	return out
 }
 
+// listedInReplies is how many holders and waiters the replies of create,
+// update, delete and get list at most (get lists fewer when they would not
+// fit the server's max payload); HoldersTotal and WaitersTotal count all.
+const listedInReplies = 1000
+
+// info is the limit's info with up to listedInReplies holders and waiters.
 func (s *state) info(now time.Time, ls *limitState) messages.LimitInfo {
+	return s.infoN(now, ls, listedInReplies)
+}
+
+// infoN is the limit's info with up to max holders (the oldest tokens
+// first) and max waiters (by position).
+func (s *state) infoN(now time.Time, ls *limitState, max int) messages.LimitInfo {
 	info := messages.LimitInfo{Limit: ls.cfg, ActiveSlots: ls.activeSlots(now), DeniedSlots: ls.denied,
-		NextSlotInMillis: ceilMillis(ls.nextSlotIn(now)), Holders: []messages.Holder{}, Waiters: []messages.Waiter{}}
+		NextSlotInMillis: ceilMillis(ls.nextSlotIn(now)), Holders: []messages.Holder{}, Waiters: []messages.Waiter{},
+		HoldersTotal: len(ls.leases), WaitersTotal: ls.queue.Len()}
 	for _, l := range ls.leases {
 		info.Holders = append(info.Holders, messages.Holder{LeaseID: l.id, Occupy: l.occupy, Holder: l.holder, Token: l.token,
 			Names: l.names, AcquiredAt: l.acquired, ExpiresAt: l.expires})
 	}
 	sort.Slice(info.Holders, func(i, j int) bool { return info.Holders[i].Token < info.Holders[j].Token })
+	if len(info.Holders) > max {
+		info.Holders = info.Holders[:max]
+	}
 	pos := 1
-	for e := ls.queue.Front(); e != nil; e = e.Next() {
+	for e := ls.queue.Front(); e != nil && pos <= max; e = e.Next() {
 		w := e.Value.(*waiter)
 		info.Waiters = append(info.Waiters, messages.Waiter{Position: pos, WaitID: w.id, Occupy: w.occupy, Holder: w.holder,
 			Names: w.names, Since: w.since})

@@ -544,7 +544,7 @@ func TestRateInfoDecayedOccupancy(t *testing.T) {
 		if got.ActiveSlots != s.active || got.NextSlotInMillis != s.next {
 			t.Errorf("t+%v: active %d next %dms, want %d and %dms", s.now, got.ActiveSlots, got.NextSlotInMillis, s.active, s.next)
 		}
-		if l := sim.st.list(sim.now).Limits; len(l) != 1 || l[0].ActiveSlots != s.active || l[0].NextSlotInMillis != s.next {
+		if l := sim.st.listAfter(sim.now, "", listedInPages); len(l) != 1 || l[0].ActiveSlots != s.active || l[0].NextSlotInMillis != s.next {
 			t.Errorf("t+%v: list disagrees with get: %+v", s.now, l)
 		}
 	}

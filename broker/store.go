@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -46,19 +47,31 @@ func (b *Broker) load(ctx context.Context) error {
 		switch prefix {
 		case limitKeyPrefix:
 			var r limitRecord
-			derr = json.Unmarshal(e.Value(), &r)
-			limits = append(limits, r)
+			if derr = strictJSON(e.Value(), &r); derr == nil {
+				derr = checkLimitRecord(e.Key(), &r)
+			}
+			if derr == nil {
+				limits = append(limits, r)
+			}
 		case leaseKeyPrefix:
 			var r leaseRecord
-			derr = json.Unmarshal(e.Value(), &r)
-			leases = append(leases, revLease{r, e.Revision()})
+			if derr = strictJSON(e.Value(), &r); derr == nil {
+				derr = b.checkNotifyRecord(r.Notify, true)
+			}
+			if derr == nil {
+				leases = append(leases, revLease{r, e.Revision()})
+			}
 		case waiterKeyPrefix:
 			var r waiterRecord
-			derr = json.Unmarshal(e.Value(), &r)
-			waiters = append(waiters, revWaiter{r, e.Revision()})
+			if derr = strictJSON(e.Value(), &r); derr == nil {
+				derr = b.checkNotifyRecord(r.Notify, false)
+			}
+			if derr == nil {
+				waiters = append(waiters, revWaiter{r, e.Revision()})
+			}
 		}
 		if derr != nil {
-			b.log.Warn("skipping unreadable bucket entry", "key", e.Key(), "err", derr)
+			b.log.Warn("skipping a bucket entry that cannot be served", "key", e.Key(), "err", derr)
 		}
 	}
 	sort.Slice(waiters, func(i, j int) bool {
@@ -123,7 +136,8 @@ func (b *Broker) load(ctx context.Context) error {
 		st.nextOrder = max(st.nextOrder, wt.order)
 	}
 	for _, l := range regrant {
-		fx.grants = append(fx.grants, pushedGrant{w: &waiter{id: l.waitID, notify: l.notify, enc: l.enc, names: l.names, occupy: l.occupy, recovered: true}, lease: l})
+		fx.grants = append(fx.grants, pushedGrant{w: &waiter{id: l.waitID, notify: l.notify, enc: l.enc, names: l.names, occupy: l.occupy,
+			recovered: true, key: l.key, scope: l.scope}, lease: l})
 	}
 	var expired []string
 	for id, l := range st.leases {
@@ -146,6 +160,36 @@ func (b *Broker) load(ctx context.Context) error {
 		defer b.inflight.Done()
 		_ = b.finish(bt)
 	}()
+	return nil
+}
+
+// strictJSON decodes a record, refusing fields no record has (a value
+// written by something else than a broker).
+func strictJSON(data []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.DisallowUnknownFields()
+	return d.Decode(v)
+}
+
+// checkLimitRecord checks that a limit record is one a broker wrote for its key.
+func checkLimitRecord(key string, r *limitRecord) error {
+	if _, name := keyKind(key); r.Name != name {
+		return fmt.Errorf("the record names limit %q", r.Name)
+	}
+	if e := validateConfig(r.Limit.Limit, r.SlotDecayPerSecond); e != nil {
+		return e
+	}
+	return nil
+}
+
+// checkNotifyRecord checks a stored notify subject (optional for leases).
+func (b *Broker) checkNotifyRecord(notify string, optional bool) error {
+	if notify == "" && optional {
+		return nil
+	}
+	if e := messages.CheckPushSubject(notify, b.opts.prefix); e != nil {
+		return e
+	}
 	return nil
 }
 

@@ -17,6 +17,8 @@ const (
 	CodeNoSlots         Code = "no_slots"         // try-acquire found no free slots
 	CodeLeaseNotFound   Code = "lease_not_found"  // renew of a lease the broker does not hold (expired, released, voided)
 	CodeNotRateLimit    Code = "not_rate_limit"   // rate admission on a limit without slot decay
+	CodeForbidden       Code = "forbidden"        // the request reaches outside its subject's limit (another limit's lease, wait or names)
+	CodeTooManyWaiters  Code = "too_many_waiters" // the requester's inbox (or the broker) has as many waiters as allowed
 	CodeUnavailable     Code = "unavailable"      // the broker is shutting down or cannot persist
 	CodeInternal        Code = "internal"         // a broker bug or storage failure
 )

@@ -17,15 +17,19 @@ const ServiceName = "slotbroker"
 // Verbs are the third token of a request subject.
 const (
 	VerbAcquire = "acquire"
-	VerbRelease = "release"
-	VerbRenew   = "renew"
-	VerbCancel  = "cancel"
-	VerbCreate  = "create"
-	VerbGet     = "get"
-	VerbUpdate  = "update"
-	VerbDelete  = "delete"
-	VerbList    = "list"
-	VerbEvents  = "events"
+	// VerbAcquireMany takes slots on several limits at once, all or
+	// nothing: "<prefix>.v1.acquire-many.<name>.<name>...". It has its own
+	// subject so that permissions grant it separately from acquire.
+	VerbAcquireMany = "acquire-many"
+	VerbRelease     = "release"
+	VerbRenew       = "renew"
+	VerbCancel      = "cancel"
+	VerbCreate      = "create"
+	VerbGet         = "get"
+	VerbUpdate      = "update"
+	VerbDelete      = "delete"
+	VerbList        = "list"
+	VerbEvents      = "events"
 )
 
 // Subjects builds the subjects of one deployment (one prefix).
@@ -46,6 +50,12 @@ func (s Subjects) Base() string { return s.Prefix + "." + Version }
 
 // Verb is the subject of a per-limit request: "<prefix>.v1.<verb>.<name>".
 func (s Subjects) Verb(verb, name string) string { return s.Base() + "." + verb + "." + name }
+
+// AcquireMany is the subject of a multi-limit acquisition:
+// "<prefix>.v1.acquire-many.<name>.<name>..." in the order given.
+func (s Subjects) AcquireMany(names []string) string {
+	return s.Base() + "." + VerbAcquireMany + "." + strings.Join(names, ".")
+}
 
 // List is the subject of the list request: "<prefix>.v1.list".
 func (s Subjects) List() string { return s.Base() + "." + VerbList }

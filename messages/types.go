@@ -47,9 +47,15 @@ type LimitInfo struct {
 	DeniedSlots int64 `json:"denied_slots"`
 	// NextSlotInMillis is, for a rate limit with no free slot, the time until
 	// one slot has decayed.
-	NextSlotInMillis int64    `json:"next_slot_in_ms,omitempty"`
-	Holders          []Holder `json:"holders"`
-	Waiters          []Waiter `json:"waiters"`
+	NextSlotInMillis int64 `json:"next_slot_in_ms,omitempty"`
+	// Holders and Waiters list the first holders (by token) and waiters (by
+	// position); HoldersTotal and WaitersTotal count them all. A reply lists
+	// fewer than all when the whole list would not fit the server's max
+	// payload (get) or its share of a page (list).
+	Holders      []Holder `json:"holders"`
+	Waiters      []Waiter `json:"waiters"`
+	HoldersTotal int      `json:"holders_total"`
+	WaitersTotal int      `json:"waiters_total"`
 }
 
 // AcquireRequest asks for Occupy slots on the subject's limit and on Names.
@@ -82,6 +88,12 @@ type AcquireRequest struct {
 	// the callers it stands for go on to queue (the Go client's coalesced
 	// RateLimit calls).
 	Probe bool `json:"probe,omitempty"`
+	// Key is a secret of MinKeyLen to MaxKeyLen random name characters,
+	// required with Notify: the broker echoes it in the pushed Grant, so the
+	// client can tell a grant the broker sent from one anybody else
+	// published to its inbox. A retry with the same WaitID must carry the
+	// same Key.
+	Key string `json:"key,omitempty"`
 }
 
 // MaxCount is the largest AcquireRequest.Count.
@@ -125,9 +137,12 @@ type AcquireReply struct {
 // client must answer with a GrantAck: Lease is the granted lease, or nil for a
 // rate admission (which has no lease).
 type Grant struct {
-	WaitID string      `json:"wait_id"`
-	Lease  *LeaseGrant `json:"lease,omitempty"`
-	Error  *Error      `json:"error,omitempty"`
+	WaitID string `json:"wait_id"`
+	// Key echoes the AcquireRequest's Key. A client drops a Grant whose Key
+	// is not the one it sent.
+	Key   string      `json:"key,omitempty"`
+	Lease *LeaseGrant `json:"lease,omitempty"`
+	Error *Error      `json:"error,omitempty"`
 }
 
 // GrantAck answers a Grant. Accept false (the waiter gave up) returns the slots.
@@ -195,9 +210,17 @@ type LimitReply struct {
 	Error *Error     `json:"error,omitempty"`
 }
 
-// ListReply answers list, sorted by name.
+// ListRequest asks for one page of the limits, sorted by name.
+type ListRequest struct {
+	// After is the last name of the previous page ("" for the first page).
+	After string `json:"after,omitempty"`
+}
+
+// ListReply answers list: a page of limits sorted by name. Next, when set,
+// is the After of the next page; each page fits the server's max payload.
 type ListReply struct {
 	Limits []LimitInfo `json:"limits"`
+	Next   string      `json:"next,omitempty"`
 	Error  *Error      `json:"error,omitempty"`
 }
 
