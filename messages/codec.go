@@ -65,9 +65,24 @@ func Unmarshal(enc Encoding, data []byte, v any) error {
 		}
 		return nil
 	}
-	d := msgpack.GetDecoder()
-	defer msgpack.PutDecoder(d)
-	d.Reset(bytes.NewReader(data))
+	return unmarshalMsgpack(data, v)
+}
+
+// unmarshalMsgpack decodes a msgpack body with a fresh decoder. Not a pooled
+// one: msgpack v5.4.1 grows a decoder's buffer by 1 MiB or more whenever a
+// body declares a string or binary longer than that buffer, and keeps it, so
+// pooled decoders fed tiny bodies such as "\x81\xc6\xff\xff\xff\xff" grew
+// without bound (found by FuzzDecodeRequests). The library also panics on
+// some malformed bodies (nil for a time.Time field): such a body is refused
+// with an error like any other malformed one instead of crashing the broker
+// or the client.
+func unmarshalMsgpack(data []byte, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("decode msgpack: malformed body: %v", r)
+		}
+	}()
+	d := msgpack.NewDecoder(bytes.NewReader(data))
 	d.SetCustomStructTag("json")
 	if err := d.Decode(v); err != nil {
 		return fmt.Errorf("decode msgpack: %w", err)

@@ -23,9 +23,15 @@ names, e.g. "lease-ttl: 1m"), then from $NATS_URL for --nats, then defaults.
 SIGINT or SIGTERM stops taking requests, finishes the ones in flight, flushes
 the state and exits 0; a second signal exits at once with status 130.
 
+The daemon never lingers without serving: when its NATS connection closes for
+good (nats.go reconnects forever, so only a fatal error such as refused
+credentials closes it) or the broker's service ends, it says why on stderr and
+exits 69, for a supervisor (systemd, Kubernetes) to restart it.
+
 Exit statuses: 0 clean stop, 64 usage error, 69 server unavailable (port in
-use, NATS unreachable, JetStream not enabled), 78 bad configuration (values,
-config file, TLS files, data directory), 1 other failures.`
+use, NATS unreachable, JetStream not enabled, service not registered, NATS
+connection lost for good), 78 bad configuration (values, config file, TLS
+files, data directory), 1 other failures.`
 
 // execute parses args, runs the daemon and returns the exit status.
 func execute(args []string, stdout, stderr io.Writer) int {
@@ -94,10 +100,14 @@ func bindFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.TLSCA, flagTLSCA, "", "CA certificates (PEM) to verify the NATS server")
 	fs.StringVar(&cfg.TLSCert, flagTLSCert, "", "client certificate (PEM) for NATS, with --tlskey")
 	fs.StringVar(&cfg.TLSKey, flagTLSKey, "", "client private key (PEM) for NATS, with --tlscert")
+	fs.StringVar(&cfg.InboxPrefix, flagInboxPrefix, "", "prefix of the broker's own inboxes instead of _INBOX, for NATS permissions to confine them, e.g. _INBOX.slotbroker; no request whose reply subject is under it is answered (with --nats; no '*', '>' or trailing '.')")
 	fs.StringVar(&cfg.Bucket, flagBucket, d.Bucket, "JetStream key-value bucket holding the state")
 	fs.StringVar(&cfg.Prefix, flagPrefix, d.Prefix, "first token of every subject the broker serves")
 	fs.IntVar(&cfg.Replicas, flagReplicas, d.Replicas, "replicas of the bucket on a clustered JetStream (1 to 5)")
 	fs.DurationVar(&cfg.LeaseTTL, flagLeaseTTL, d.LeaseTTL, "lease time to live when the client asks for none")
 	fs.DurationVar(&cfg.MaxLeaseTTL, flagMaxLeaseTTL, d.MaxLeaseTTL, "longest lease time to live a client may ask for")
+	fs.DurationVar(&cfg.GrantTimeout, flagGrantTimeout, d.GrantTimeout, "how long a grant pushed to a queued waiter waits for its acceptance before the slots go to the next waiter (10ms to 1m)")
+	fs.IntVar(&cfg.MaxWaitersPerInbox, flagMaxWaitersPI, d.MaxWaitersPerInbox, "most acquisitions one client inbox (one Go Client) may have queued at once; more are refused with too_many_waiters (1 or more)")
+	fs.IntVar(&cfg.MaxWaiters, flagMaxWaiters, d.MaxWaiters, "most acquisitions queued in the whole broker, about 1 KB of memory each; more are refused with too_many_waiters (1 or more)")
 	fs.StringVar(&cfg.LogLevel, flagLogLevel, d.LogLevel, "log level on stderr: debug, info, warn or error")
 }

@@ -31,7 +31,18 @@ const (
 	flagReplicas     = "replicas"
 	flagLeaseTTL     = "lease-ttl"
 	flagMaxLeaseTTL  = "max-lease-ttl"
+	flagGrantTimeout = "grant-timeout"
+	flagMaxWaitersPI = "max-waiters-per-inbox"
+	flagMaxWaiters   = "max-waiters"
+	flagInboxPrefix  = "inbox-prefix"
 	flagLogLevel     = "log-level"
+)
+
+// Accepted range of --grant-timeout (the broker's own bounds; the message
+// in brokerOptions says them).
+const (
+	minGrantTimeout = 10 * time.Millisecond
+	maxGrantTimeout = time.Minute
 )
 
 // Config is the daemon's settings.
@@ -52,6 +63,10 @@ type Config struct {
 	TLSCA    string
 	TLSCert  string
 	TLSKey   string
+	// InboxPrefix replaces "_INBOX" in the reply subjects of the broker's
+	// own requests (external NATS only), so that NATS permissions can
+	// confine them.
+	InboxPrefix string
 
 	// Broker.
 	Bucket      string
@@ -59,7 +74,13 @@ type Config struct {
 	Replicas    int
 	LeaseTTL    time.Duration
 	MaxLeaseTTL time.Duration
-	LogLevel    string
+	// GrantTimeout bounds the wait for a waiter's acceptance of a grant.
+	GrantTimeout time.Duration
+	// MaxWaitersPerInbox and MaxWaiters bound the queued acquisitions of
+	// one client inbox and of the whole broker.
+	MaxWaitersPerInbox int
+	MaxWaiters         int
+	LogLevel           string
 
 	// explicit holds the settings given by flag, file or environment.
 	explicit map[string]bool
@@ -74,7 +95,11 @@ func defaultConfig() Config {
 		Replicas:    1,
 		LeaseTTL:    broker.DefaultLeaseTTL,
 		MaxLeaseTTL: broker.DefaultMaxLeaseTTL,
-		LogLevel:    "info",
+
+		GrantTimeout:       broker.DefaultGrantTimeout,
+		MaxWaitersPerInbox: broker.DefaultMaxWaitersPerInbox,
+		MaxWaiters:         broker.DefaultMaxWaiters,
+		LogLevel:           "info",
 	}
 }
 
@@ -102,7 +127,7 @@ func (c *Config) validate() error {
 		if c.SyncInterval < 0 {
 			return configErr("--sync-interval %v: give a positive duration, or 0 for the server's default", c.SyncInterval)
 		}
-		for _, f := range []string{flagUser, flagPassword, flagCreds, flagNKey, flagTLSCA, flagTLSCert, flagTLSKey} {
+		for _, f := range []string{flagUser, flagPassword, flagCreds, flagNKey, flagTLSCA, flagTLSCert, flagTLSKey, flagInboxPrefix} {
 			if c.explicit[f] {
 				return configErr("--%s is for an external NATS server: give --nats URL too, or drop it", f)
 			}
@@ -123,6 +148,9 @@ func (c *Config) validate() error {
 	if c.NKey != "" && c.User != "" {
 		return configErr("--nkey cannot be combined with --user: give one way to authenticate")
 	}
+	if err := checkInboxPrefix(c.InboxPrefix, c.explicit[flagInboxPrefix]); err != nil {
+		return err
+	}
 	if _, err := c.brokerOptions(slog.New(slog.DiscardHandler)); err != nil {
 		return err
 	}
@@ -137,6 +165,29 @@ func checkListen(addr string) error {
 	}
 	if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 65535 {
 		return configErr("--listen %q: the port must be a number from 0 to 65535", addr)
+	}
+	return nil
+}
+
+// checkInboxPrefix checks --inbox-prefix: NATS subject tokens without
+// wildcards, not ending with '.'. Empty means nats.go's "_INBOX", but an
+// explicitly empty value is refused: it is most likely a mistake.
+func checkInboxPrefix(p string, explicit bool) error {
+	if p == "" && !explicit {
+		return nil
+	}
+	const hint = "give subject tokens without wildcards, e.g. _INBOX.slotbroker"
+	switch {
+	case p == "":
+		return configErr("--inbox-prefix is empty: %s, or drop it for the default _INBOX", hint)
+	case strings.ContainsAny(p, "*>"):
+		return configErr("--inbox-prefix %q: wildcards '*' and '>' are not allowed: %s", p, hint)
+	case strings.HasSuffix(p, "."):
+		return configErr("--inbox-prefix %q must not end with '.': %s", p, hint)
+	case strings.HasPrefix(p, ".") || strings.Contains(p, ".."):
+		return configErr("--inbox-prefix %q has an empty token: %s", p, hint)
+	case strings.ContainsFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return configErr("--inbox-prefix %q contains white space or control characters: %s", p, hint)
 	}
 	return nil
 }
@@ -156,11 +207,23 @@ func (c *Config) brokerOptions(log *slog.Logger) ([]broker.Option, error) {
 	if messages.ValidateName(c.Bucket) != nil {
 		return nil, configErr("--bucket %q: use letters, digits, '-' or '_'", c.Bucket)
 	}
+	if c.GrantTimeout < minGrantTimeout || c.GrantTimeout > maxGrantTimeout {
+		return nil, configErr("--grant-timeout %v: give 10ms to 1m", c.GrantTimeout)
+	}
+	if c.MaxWaitersPerInbox < 1 {
+		return nil, configErr("--max-waiters-per-inbox %d: give 1 or more", c.MaxWaitersPerInbox)
+	}
+	if c.MaxWaiters < 1 {
+		return nil, configErr("--max-waiters %d: give 1 or more", c.MaxWaiters)
+	}
 	return []broker.Option{
 		broker.WithPrefix(c.Prefix),
 		broker.WithBucket(c.Bucket),
 		broker.WithReplicas(c.Replicas),
 		broker.WithLeaseTTL(c.LeaseTTL, broker.DefaultMinLeaseTTL, c.MaxLeaseTTL),
+		broker.WithGrantTimeout(c.GrantTimeout),
+		broker.WithMaxWaitersPerInbox(c.MaxWaitersPerInbox),
+		broker.WithMaxWaiters(c.MaxWaiters),
 		broker.WithLogger(log),
 	}, nil
 }
@@ -182,6 +245,10 @@ func parseLevel(s string) (slog.Level, error) {
 
 // describe is a one-line summary of the settings for the debug log.
 func (c *Config) describe() string {
-	return fmt.Sprintf("prefix=%s bucket=%s replicas=%d lease-ttl=%v max-lease-ttl=%v",
-		c.Prefix, c.Bucket, c.Replicas, c.LeaseTTL, c.MaxLeaseTTL)
+	s := fmt.Sprintf("prefix=%s bucket=%s replicas=%d lease-ttl=%v max-lease-ttl=%v grant-timeout=%v max-waiters-per-inbox=%d max-waiters=%d",
+		c.Prefix, c.Bucket, c.Replicas, c.LeaseTTL, c.MaxLeaseTTL, c.GrantTimeout, c.MaxWaitersPerInbox, c.MaxWaiters)
+	if c.InboxPrefix != "" {
+		s += " inbox-prefix=" + c.InboxPrefix
+	}
+	return s
 }

@@ -33,8 +33,15 @@ type daemon struct {
 	b      *broker.Broker
 }
 
+// servingHook, when set (by tests only), is called with the daemon once it
+// serves, before run waits.
+var servingHook func(d *daemon)
+
 // run starts the daemon, serves until SIGINT or SIGTERM (or ctx ends), and
-// shuts down cleanly.
+// shuts down cleanly. When the service ends without a signal (the NATS
+// connection closed for good, or the broker can no longer serve) it shuts
+// down and returns an unavailable error (exit 69) saying why: a daemon
+// never lingers without serving.
 func run(parent context.Context, cfg *Config, stderr io.Writer) error {
 	tuneGC()
 	defer startProfile(stderr)()
@@ -56,12 +63,72 @@ func run(parent context.Context, cfg *Config, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stderr, d.banner())
-	<-ctx.Done()
+	if servingHook != nil {
+		servingHook(d)
+	}
+	if lost := d.wait(ctx); lost != nil {
+		// The shutdown's errors (unflushed writes, a failed drain) follow
+		// from the loss: what the operator needs is the loss itself.
+		if err := d.shutdown(); err != nil {
+			log.Debug("shutdown after the service ended", "err", err)
+		}
+		return lost
+	}
 	if err := d.shutdown(); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// restartHint ends the message of a service that ended without a signal.
+const restartHint = "exiting so that a supervisor restarts it"
+
+// wait blocks until a signal (or the end of ctx), which returns nil, or until
+// the service ends by itself: the connection closed for good or the broker
+// can no longer serve, which returns the error to exit with.
+func (d *daemon) wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-d.closed:
+	case <-d.b.Done():
+	}
+	if ctx.Err() != nil {
+		return nil // a signal came with the loss: a requested stop
+	}
+	return d.lostErr()
+}
+
+// lostErr says, in one line, why the service ended and what to check.
+func (d *daemon) lostErr() error {
+	where := ""
+	if d.cfg.external() {
+		where = redactURLs(d.cfg.NATS)
+	}
+	if d.nc.IsClosed() {
+		cause := nats.ErrConnectionClosed.Error()
+		last := d.nc.LastError()
+		if last != nil {
+			cause = last.Error()
+		}
+		if where == "" {
+			return unavailableErr("lost the connection to the embedded NATS server (%s): %s", cause, restartHint)
+		}
+		if authError(last) {
+			return unavailableErr("lost the NATS connection (%s): %s; check the broker's credentials (--user/--password, --creds or --nkey) on NATS at %s",
+				cause, restartHint, where)
+		}
+		return unavailableErr("lost the NATS connection (%s): %s; check NATS at %s", cause, restartHint, where)
+	}
+	cause := "its service ended"
+	if err := d.b.Err(); err != nil {
+		cause = err.Error()
+	}
+	if where == "" {
+		return unavailableErr("the broker stopped serving (%s): %s", cause, restartHint)
+	}
+	return unavailableErr("the broker stopped serving (%s): %s; check the broker's permissions on NATS at %s", cause, restartHint, where)
 }
 
 // start brings up NATS (embedded or external), connects and starts the broker.

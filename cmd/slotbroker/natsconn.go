@@ -17,8 +17,10 @@ import (
 const connectTimeout = 5 * time.Second
 
 // natsOptions returns the options of the broker's connection: credentials
-// and TLS from cfg (checked here, so errors name the file), a bounded first
-// connect, then endless reconnects with the events logged.
+// and TLS from cfg (checked here, so errors name the file), the inbox prefix,
+// a bounded first connect, then endless reconnects with the events logged.
+// Only a fatal error (e.g. the same authorization error twice in a row)
+// closes the connection for good; the daemon then exits 69.
 func natsOptions(cfg *Config, log *slog.Logger) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name("slotbroker"),
@@ -41,6 +43,12 @@ func natsOptions(cfg *Config, log *slog.Logger) ([]nats.Option, error) {
 			}
 			log.Warn("NATS error", "err", err)
 		}),
+	}
+	if cfg.InboxPrefix != "" {
+		if err := checkInboxPrefix(cfg.InboxPrefix, true); err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	if cfg.User != "" {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
@@ -134,12 +142,17 @@ func describeFileErr(path string, err error) string {
 // configuration (78), everything else is an unavailable server (69).
 func connectErr(url string, err error) error {
 	msg := err.Error()
-	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
-		errors.Is(err, nats.ErrAuthRevoked) || strings.Contains(strings.ToLower(msg), "authorization") {
+	if authError(err) {
 		return configErr("NATS at %s refused the credentials: %s (check --user/--password, --creds or --nkey)", url, msg)
 	}
 	if strings.Contains(msg, "tls") || strings.Contains(msg, "x509") || strings.Contains(msg, "certificate") {
 		return configErr("TLS with NATS at %s failed: %s (check --tlsca, --tlscert and --tlskey)", url, msg)
 	}
 	return unavailableErr("cannot connect to NATS at %s: %s (is the server running and reachable? check --nats)", url, msg)
+}
+
+// authError tells whether err is NATS refusing the credentials.
+func authError(err error) bool {
+	return err != nil && (errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || strings.Contains(strings.ToLower(err.Error()), "authorization"))
 }
