@@ -48,7 +48,7 @@ func TestAcceptedLeaseWhosePutFailedSurvivesRestart(t *testing.T) {
 
 	// w accepts its grant once the blip is over (well within the grant timeout).
 	accepted := make(chan messages.Grant, 1)
-	sub, err := nc.Subscribe("accept.w.notify", func(m *nats.Msg) {
+	sub, err := nc.Subscribe("_INBOX.accept.w", func(m *nats.Msg) {
 		var g messages.Grant
 		_ = json.Unmarshal(m.Data, &g)
 		restored()
@@ -64,7 +64,7 @@ func TestAcceptedLeaseWhosePutFailedSurvivesRestart(t *testing.T) {
 	if r := request(`{"occupy":1,"holder":"a","ttl_ms":1000}`); r.Lease == nil {
 		t.Fatalf("a: %+v", r)
 	}
-	if r := request(`{"occupy":1,"holder":"w","wait_id":"acceptW","notify":"accept.w.notify"}`); r.Status != messages.StatusQueued {
+	if r := request(`{"occupy":1,"holder":"w","wait_id":"acceptW","notify":"_INBOX.accept.w"}`); r.Status != messages.StatusQueued {
 		t.Fatalf("w: %+v", r)
 	}
 	// The stream loses its subjects (a leader blip) before a's lease expires:

@@ -123,7 +123,7 @@ func TestReleasePurgesSurviveStreamOutage(t *testing.T) {
 	// and accepts a grant pushed later, as a still-waiting client does.
 	var grants atomic.Int32
 	outageDone := make(chan struct{})
-	sub, err := nc.Subscribe("zreview.w.notify", func(m *nats.Msg) {
+	sub, err := nc.Subscribe("_INBOX.zreview.w", func(m *nats.Msg) {
 		if grants.Add(1) == 1 {
 			// A stream-leader blip around the moment the broker refuses.
 			go func() {
@@ -142,7 +142,7 @@ func TestReleasePurgesSurviveStreamOutage(t *testing.T) {
 	defer func() { _ = sub.Unsubscribe() }()
 	var ar messages.AcquireReply
 	resp, err := nc.Request(ev.e.Broker.Subjects().Verb(messages.VerbAcquire, "x"),
-		[]byte(`{"occupy":1,"holder":"w","wait_id":"zreviewW","notify":"zreview.w.notify"}`), 5*time.Second)
+		[]byte(`{"occupy":1,"holder":"w","wait_id":"zreviewW","notify":"_INBOX.zreview.w"}`), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -509,7 +509,7 @@ func TestRestartUnacceptedGrant(t *testing.T) {
 			}
 			// A raw waiter that does not answer its first grant.
 			pushed := make(chan *nats.Msg, 8)
-			if _, err := raw.ChanSubscribe("rawwaiter.w1", pushed); err != nil {
+			if _, err := raw.ChanSubscribe("_INBOX.rawwaiter.w1", pushed); err != nil {
 				t.Fatal(err)
 			}
 			if err := raw.Flush(); err != nil {
@@ -517,7 +517,7 @@ func TestRestartUnacceptedGrant(t *testing.T) {
 			}
 			var acq messages.AcquireReply
 			lsRaw(t, raw, lsSubj.Verb(messages.VerbAcquire, "pend"),
-				messages.AcquireRequest{Occupy: 1, TTLMillis: ttl.Milliseconds(), WaitID: "w1", Notify: "rawwaiter.w1"}, &acq)
+				messages.AcquireRequest{Occupy: 1, TTLMillis: ttl.Milliseconds(), WaitID: "w1", Notify: "_INBOX.rawwaiter.w1"}, &acq)
 			if acq.Error != nil || acq.Status != messages.StatusQueued {
 				t.Fatalf("raw acquire: %+v", acq)
 			}
@@ -606,7 +606,7 @@ func TestRestartLateAcceptance(t *testing.T) {
 		t.Fatal(err)
 	}
 	pushed := make(chan *nats.Msg, 8)
-	if _, err := raw.ChanSubscribe("rawlate.w1", pushed); err != nil {
+	if _, err := raw.ChanSubscribe("_INBOX.rawlate.w1", pushed); err != nil {
 		t.Fatal(err)
 	}
 	if err := raw.Flush(); err != nil {
@@ -618,7 +618,7 @@ func TestRestartLateAcceptance(t *testing.T) {
 	}
 	var acq messages.AcquireReply
 	lsRaw(t, raw, lsSubj.Verb(messages.VerbAcquire, "late"),
-		messages.AcquireRequest{Occupy: 1, TTLMillis: ttl.Milliseconds(), WaitID: "w1", Notify: "rawlate.w1"}, &acq)
+		messages.AcquireRequest{Occupy: 1, TTLMillis: ttl.Milliseconds(), WaitID: "w1", Notify: "_INBOX.rawlate.w1"}, &acq)
 	if acq.Error != nil || acq.Status != messages.StatusQueued {
 		t.Fatalf("raw acquire: %+v", acq)
 	}

@@ -314,13 +314,13 @@ func TestReviewReserveRefusedGrantStaysStored(t *testing.T) {
 		}
 	}
 	nc := ev.conn()
-	sub, err := nc.Subscribe("rv.w.notify", func(m *nats.Msg) { _ = m.Respond([]byte(`{"accept":false}`)) })
+	sub, err := nc.Subscribe("_INBOX.rv.w", func(m *nats.Msg) { _ = m.Respond([]byte(`{"accept":false}`)) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	resp, err := nc.Request(ev.e.Broker.Subjects().Verb(messages.VerbAcquire, "r"),
-		[]byte(`{"occupy":4,"rate":true,"wait_id":"rvW","notify":"rv.w.notify"}`), 5*time.Second)
+		[]byte(`{"occupy":4,"rate":true,"wait_id":"rvW","notify":"_INBOX.rv.w"}`), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
