@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	
+
 	"github.com/slotbroker/slotbroker/messages"
 )
 
@@ -88,19 +88,14 @@ func New(nc *nats.Conn, opts ...Option) (*Broker, error) {
 	}, nil
 }
 
-// ownInboxPrefix is the broker's own inbox namespace: the custom inbox
-// prefix of nc when it has one (nats.CustomInboxPrefix), or else the prefix
-// of nc's request inboxes ("_INBOX.<connection token>"), where grant
-// acknowledgements arrive.
+// ownInboxPrefix is the broker's own inbox namespace when its connection
+// has one of its own (nats.CustomInboxPrefix, as the permission recipe of
+// PROTOCOL.md §3.3 sets): no request may make the broker answer or push a
+// grant there. With the default prefix there is none to protect (every
+// user shares "_INBOX", and a Client may share the broker's connection, as
+// the embedded broker's does).
 func ownInboxPrefix(nc *nats.Conn) string {
-	if p := nc.Opts.InboxPrefix; p != "" {
-		return p
-	}
-	inbox := nc.NewRespInbox()
-	if i := strings.LastIndexByte(inbox, '.'); i > 0 {
-		return inbox[:i]
-	}
-	return ""
+	return nc.Opts.InboxPrefix
 }
 
 // Done is closed when the broker can no longer serve for a reason other than
