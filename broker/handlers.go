@@ -135,6 +135,12 @@ func (b *Broker) handleAcquire(req *request, name string) func() {
 	if !ok {
 		return nil
 	}
+	for _, n := range append([]string{name}, r.Names...) {
+		if e := messages.ValidateName(n); e != nil {
+			respond(req, enc, messages.AcquireReply{Error: e}, e)
+			return nil
+		}
+	}
 	for _, n := range r.Names {
 		if n != name {
 			e := messages.Errorf(messages.CodeForbidden, "%s takes slots on %q only, not on %q: send acquisitions of several limits to %s",
@@ -163,6 +169,11 @@ func (b *Broker) handleAcquireMany(req *request) func() {
 	if len(tokens) > messages.MaxNames {
 		return fail(messages.Errorf(messages.CodeInvalidArgument, "%d limits named: the maximum is %d", len(tokens), messages.MaxNames))
 	}
+	for _, n := range append(tokens, r.Names...) {
+		if e := messages.ValidateName(n); e != nil {
+			return fail(e)
+		}
+	}
 	for _, n := range r.Names {
 		if !inScope(tokens, n) {
 			return fail(messages.Errorf(messages.CodeForbidden, "names lists %q, which is not in the subject %s: name the limits in the subject only", n, req.Subject()))
@@ -184,7 +195,7 @@ func (b *Broker) checkNotify(req *request, r *messages.AcquireRequest) *messages
 		return nil
 	}
 	if r.Notify == "" {
-		return messages.Errorf(messages.CodeBadRequest, "notify is empty: a request that may queue needs the subject its grant is pushed to (or set try)")
+		return nil // answered as a try: it never queues
 	}
 	if e := messages.CheckNotify(r.Notify, req.Reply(), b.opts.prefix); e != nil {
 		return e
