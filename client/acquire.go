@@ -2,10 +2,9 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"time"
-
-	"github.com/nats-io/nuid"
 
 	"github.com/slotbroker/slotbroker/messages"
 )
@@ -94,6 +93,13 @@ func validate(name string, occupy int, o acquireOptions) error {
 			return err
 		}
 	}
+	if names := limitNames(name, o.names); len(names) > messages.MaxNames {
+		return fromWire(messages.Errorf(messages.CodeInvalidArgument,
+			"the acquisition names %d limits (%q and %d more): the maximum is %d", len(names), name, len(names)-1, messages.MaxNames))
+	}
+	if e := messages.CheckHolder(o.holder); e != nil {
+		return fromWire(e)
+	}
 	if occupy <= 0 {
 		return fromWire(messages.Errorf(messages.CodeInvalidOccupy, "occupy is %d: ask for at least 1 slot", occupy))
 	}
@@ -101,6 +107,34 @@ func validate(name string, occupy int, o acquireOptions) error {
 		return fromWire(messages.Errorf(messages.CodeInvalidArgument, "lease ttl %v is negative", o.ttl))
 	}
 	return nil
+}
+
+// limitNames are the limits an acquisition of name with WithNames others
+// takes: name first, then the others in the order given, each once.
+func limitNames(name string, others []string) []string {
+	names := []string{name}
+	if len(others) == 0 {
+		return names
+	}
+	seen := map[string]bool{name: true}
+	for _, n := range others {
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// acquireSubject is the subject of an acquisition of names (limitNames):
+// "<prefix>.v1.acquire.<name>" for one limit, and
+// "<prefix>.v1.acquire-many.<name>.<name>..." for more, so that NATS
+// permissions can grant them separately.
+func (c *Client) acquireSubject(names []string) string {
+	if len(names) == 1 {
+		return c.subj.Verb(messages.VerbAcquire, names[0])
+	}
+	return c.subj.AcquireMany(names)
 }
 
 // request sends an acquisition and, when it is queued, waits for the pushed
@@ -126,16 +160,23 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 	}
 	var ch chan messages.Grant
 	// A wait id on every request makes retries idempotent at the broker.
-	req.WaitID = nuid.Next()
+	// It is random, so that nobody can guess a wait of this client's; a
+	// queued request's key, random too, is echoed only in the broker's
+	// grant, so that nobody else can forge one (onGrant). A retry of the
+	// request (c.call) sends both again.
+	req.WaitID = rand.Text()
 	if !req.Try {
+		req.Key = rand.Text()
 		req.Notify = c.inbox + req.WaitID
 		var err error
-		if ch, err = c.expectWait(req.WaitID); err != nil {
+		if ch, err = c.expectWait(req.WaitID, req.Key); err != nil {
 			return nil, messages.AcquireReply{}, err
 		}
 	}
+	// The names are in the subject; the body names none.
+	req.Names = nil
 	var reply messages.AcquireReply
-	if err := c.call(ctx, c.subj.Verb(messages.VerbAcquire, name), req, &reply, retry); err != nil {
+	if err := c.call(ctx, c.acquireSubject(limitNames(name, o.names)), req, &reply, retry); err != nil {
 		switch {
 		case ctx.Err() == nil:
 			c.forgetWait(req.WaitID)
@@ -206,7 +247,7 @@ func (c *Client) acquire(ctx context.Context, name string, occupy int, try bool,
 	if err := validate(name, occupy, o); err != nil {
 		return nil, err
 	}
-	req := &messages.AcquireRequest{Names: o.names, Occupy: occupy, TTLMillis: o.ttl.Milliseconds(), Holder: o.holder,
+	req := &messages.AcquireRequest{Occupy: occupy, TTLMillis: o.ttl.Milliseconds(), Holder: o.holder,
 		Strict: o.strict, Try: try}
 	sent := time.Now()
 	g, reply, err := c.request(ctx, name, req, o)

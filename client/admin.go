@@ -75,16 +75,30 @@ func (c *Client) DeleteLimit(ctx context.Context, name string) (*LimitInfo, erro
 	return c.limitCall(ctx, messages.VerbDelete, name, struct{}{})
 }
 
-// ListLimits returns every limit, sorted by name.
+// ListLimits returns every limit, sorted by name. The broker answers in
+// pages that fit the NATS server's max payload; ListLimits asks for them
+// all, one after the other, within ctx.
 func (c *Client) ListLimits(ctx context.Context) ([]LimitInfo, error) {
-	var reply messages.ListReply
-	if err := c.call(ctx, c.subj.List(), struct{}{}, &reply, false); err != nil {
-		return nil, err
+	var all []LimitInfo
+	after := ""
+	for {
+		var reply messages.ListReply
+		if err := c.call(ctx, c.subj.List(), &messages.ListRequest{After: after}, &reply, false); err != nil {
+			return nil, err
+		}
+		if err := fromWire(reply.Error); err != nil {
+			return nil, err
+		}
+		all = append(all, reply.Limits...)
+		if reply.Next == "" {
+			return all, nil
+		}
+		// Names are sorted: each page's cursor is past the one before.
+		if reply.Next <= after {
+			return nil, fmt.Errorf("%w: the broker's list page after %q gave the cursor %q, which does not advance", ErrUnavailable, after, reply.Next)
+		}
+		after = reply.Next
 	}
-	if err := fromWire(reply.Error); err != nil {
-		return nil, err
-	}
-	return reply.Limits, nil
 }
 
 func (c *Client) limitCall(ctx context.Context, verb, name string, req any) (*LimitInfo, error) {

@@ -2,11 +2,13 @@ package client
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,12 +34,23 @@ type Client struct {
 	life context.Context
 
 	mu    sync.Mutex
-	waits map[string]chan messages.Grant
-	// accepted maps the wait ids of held leases to their lease ids, so that a
+	waits map[string]*wait
+	// accepted maps the wait ids of held leases to their grants, so that a
 	// grant pushed again (after a broker restart) is accepted, not declined.
-	accepted map[string]string
+	accepted map[string]*heldGrant
 	leases   map[*Lease]struct{}
 	closed   bool
+
+	// flights are the calls in flight by subject, for a permissions
+	// violation to end at once (permission.go).
+	flightsMu sync.Mutex
+	flights   map[string]map[*flight]struct{}
+	// errorsOff makes the Client's async error handler a no-op (Close).
+	errorsOff atomic.Bool
+	// inboxDenied is set when the server refused the grant subscription.
+	inboxDenied atomic.Bool
+	// started is set when New returns the Client.
+	started atomic.Bool
 
 	// tries coalesces concurrent TryRateLimit calls (coalesce.go).
 	tries tryBatcher
@@ -48,7 +61,15 @@ type Client struct {
 	onRateCall func()
 }
 
-// New returns a Client on nc. It subscribes to one inbox for pushed grants.
+// New returns a Client on nc. It subscribes to one inbox for pushed grants,
+// "<inbox prefix>.<token>.*" (nats.CustomInboxPrefix sets the prefix), and
+// when connected makes sure the server took the subscription: a NATS user
+// that may not subscribe to it gets an error matching ErrPermissionDenied.
+//
+// New also chains a handler before nc's async error handler (which still
+// gets every error), so that a request the server refuses to let the user
+// publish fails at once with ErrPermissionDenied instead of timing out. The
+// handler stays chained after Close, passing errors on only.
 func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if nc == nil {
 		return nil, fmt.Errorf("%w: nats connection is nil", ErrInvalidArgument)
@@ -60,9 +81,13 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 		}
 	}
 	c := &Client{nc: nc, opts: o, subj: messages.NewSubjects(o.prefix), log: o.log,
-		inbox: nc.NewInbox() + ".", waits: map[string]chan messages.Grant{}, accepted: map[string]string{}, leases: map[*Lease]struct{}{}}
+		inbox: nc.NewInbox() + ".", waits: map[string]*wait{}, accepted: map[string]*heldGrant{}, leases: map[*Lease]struct{}{},
+		flights: map[string]map[*flight]struct{}{}}
+	// Before subscribing: the handler must see a refusal of the subscription.
+	c.watchErrors()
 	sub, err := nc.Subscribe(c.inbox+"*", c.onGrant)
 	if err != nil {
+		c.errorsOff.Store(true)
 		return nil, fmt.Errorf("%w: subscribe to grants: %v", ErrUnavailable, err)
 	}
 	c.sub = sub
@@ -78,6 +103,12 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 			end()
 		})
 	})
+	if err := c.checkInbox(); err != nil {
+		c.errorsOff.Store(true)
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
+	c.started.Store(true)
 	return c, nil
 }
 
@@ -91,6 +122,7 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.errorsOff.Store(true)
 	leases := make([]*Lease, 0, len(c.leases))
 	for l := range c.leases {
 		leases = append(leases, l)
@@ -106,24 +138,66 @@ func (c *Client) Close() error {
 	return err
 }
 
+// wait is a registered wait for a pushed grant.
+type wait struct {
+	ch chan messages.Grant
+	// key is the secret sent with the request: only a grant carrying it
+	// comes from the broker.
+	key string
+	// warned: a forged grant for this wait was logged.
+	warned bool
+}
+
+// heldGrant is an accepted grant whose lease is held.
+type heldGrant struct {
+	lease  string
+	key    string
+	warned bool
+}
+
+// sameKey compares a grant's key with the one sent, in constant time.
+func sameKey(sent, got string) bool {
+	return subtle.ConstantTimeCompare([]byte(sent), []byte(got)) == 1
+}
+
 // onGrant answers a pushed grant: accepted when its wait is still current,
-// declined otherwise (the caller gave up), so the broker passes it on.
+// declined otherwise (the caller gave up), so the broker passes it on. A
+// grant for a wait of this client (waiting, or held) that does not carry
+// the wait's key was not sent by the broker: it is dropped unanswered.
 func (c *Client) onGrant(m *nats.Msg) {
 	var g messages.Grant
 	enc, err := messages.Decode(m.Data, &g)
 	if err != nil {
-		c.log.Warn("slotbroker: undecodable grant", "err", err)
+		c.log.Warn("slotbroker: undecodable grant", "subject", m.Subject, "err", err)
 		return
 	}
 	c.mu.Lock()
-	ch, ok := c.waits[g.WaitID]
+	w, ok := c.waits[g.WaitID]
+	held := c.accepted[g.WaitID]
+	var forged *bool // the warned flag of the wait a forged grant names
+	switch {
+	case ok && !sameKey(w.key, g.Key):
+		forged = &w.warned
+	case !ok && held != nil && !sameKey(held.key, g.Key):
+		forged = &held.warned
+	}
+	if forged != nil {
+		warn := !*forged
+		*forged = true
+		c.mu.Unlock()
+		if warn {
+			c.log.Warn("slotbroker: dropped a grant that does not carry the key sent with the request: it was not sent by the broker (someone else publishes to this client's inbox)",
+				"subject", m.Subject, "wait", g.WaitID)
+		}
+		return
+	}
 	if ok {
 		delete(c.waits, g.WaitID)
 		if g.Lease != nil {
-			c.accepted[g.WaitID] = g.Lease.ID
+			c.accepted[g.WaitID] = &heldGrant{lease: g.Lease.ID, key: w.key}
 		}
 	}
-	again := !ok && g.Lease != nil && c.accepted[g.WaitID] == g.Lease.ID
+	again := !ok && g.Lease != nil && held != nil && held.lease == g.Lease.ID
 	c.mu.Unlock()
 	if ok && g.Lease != nil {
 		// The broker starts the lease's clock when it has this acceptance.
@@ -135,19 +209,19 @@ func (c *Client) onGrant(m *nats.Msg) {
 		}
 	}
 	if ok {
-		ch <- g
+		w.ch <- g
 	}
 }
 
-// expectWait registers a wait id for a pushed grant.
-func (c *Client) expectWait(id string) (chan messages.Grant, error) {
+// expectWait registers a wait id, with the key sent for it, for a pushed grant.
+func (c *Client) expectWait(id, key string) (chan messages.Grant, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, ErrClosed
 	}
 	ch := make(chan messages.Grant, 1)
-	c.waits[id] = ch
+	c.waits[id] = &wait{ch: ch, key: key}
 	return ch, nil
 }
 
@@ -169,12 +243,18 @@ func (c *Client) forgetWait(id string) bool {
 }
 
 // call sends req to subject and decodes the answer into reply. With retry,
-// it retries while no broker answers, up to the retry window and ctx.
+// it retries while no broker answers, up to the retry window and ctx. When
+// the NATS server refuses this user to publish on subject, it fails at once
+// with an error matching ErrPermissionDenied.
 func (c *Client) call(ctx context.Context, subject string, req, reply any, retry bool) error {
 	data, err := messages.Marshal(messages.Msgpack, req)
 	if err != nil {
 		return fmt.Errorf("%w: encode request: %v", ErrInvalidArgument, err)
 	}
+	// A permissions violation on subject cancels ctx with its error as cause.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	defer c.track(subject, stop)()
 	var giveUp time.Time
 	backoff := 20 * time.Millisecond
 	for {
@@ -190,6 +270,9 @@ func (c *Client) call(ctx context.Context, subject string, req, reply any, retry
 				return fmt.Errorf("%w: undecodable reply on %s: %v", ErrUnavailable, subject, err)
 			}
 			return nil
+		}
+		if denied := c.denied(ctx, subject, err); denied != nil {
+			return denied
 		}
 		if ctx.Err() != nil {
 			if giveUp.IsZero() && !errors.Is(err, nats.ErrNoResponders) {
@@ -210,6 +293,9 @@ func (c *Client) call(ctx context.Context, subject string, req, reply any, retry
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
+			if denied := c.denied(ctx, subject, err); denied != nil {
+				return denied
+			}
 			return noAnswer(ctx, subject, err)
 		}
 		backoff = min(backoff*2, time.Second)

@@ -188,7 +188,7 @@ func (c *Client) countedTry(key tryKey, ctxs []context.Context, o acquireOptions
 		})
 		defer stop()
 	}
-	req := &messages.AcquireRequest{Names: o.names, Occupy: key.occupy, Holder: key.holder, Strict: key.strict,
+	req := &messages.AcquireRequest{Occupy: key.occupy, Holder: key.holder, Strict: key.strict,
 		Try: true, Rate: true, Probe: !retry}
 	if len(ctxs) > 1 {
 		req.Count = len(ctxs)

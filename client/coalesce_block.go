@@ -55,7 +55,7 @@ type blockBatcher struct {
 }
 
 func keyOf(name string, occupy int, o acquireOptions) tryKey {
-	return tryKey{name: name, occupy: occupy, names: strings.Join(o.names, ","), strict: o.strict, holder: o.holder}
+	return tryKey{name: name, occupy: occupy, names: strings.Join(limitNames(name, o.names), ","), strict: o.strict, holder: o.holder}
 }
 
 // blockRate runs one RateLimit call, alone or coalesced.

@@ -33,6 +33,14 @@ var (
 	ErrUnavailable = errors.New("slotbroker: broker unavailable")
 	// ErrClosed: the Client was closed.
 	ErrClosed = errors.New("slotbroker: client closed")
+	// ErrPermissionDenied: the broker refused a request that reaches outside
+	// its subject's limit (code forbidden), or the NATS server refused to
+	// let this connection's user publish a request or subscribe to the
+	// grant inbox. The error's message names the subject.
+	ErrPermissionDenied = errors.New("slotbroker: permission denied")
+	// ErrTooManyWaiters: the broker queues no more waiters for this
+	// requester's inbox (or at all) until some are granted or give up.
+	ErrTooManyWaiters = errors.New("slotbroker: too many waiters")
 	// ErrTimeout: the wait timed out. It also matches context.DeadlineExceeded.
 	ErrTimeout error = timeoutError{}
 )
@@ -55,6 +63,8 @@ var sentinels = map[messages.Code]error{
 	messages.CodeNoSlots:         ErrNoSlots,
 	messages.CodeLeaseNotFound:   ErrLeaseLost,
 	messages.CodeNotRateLimit:    ErrNotRateLimit,
+	messages.CodeForbidden:       ErrPermissionDenied,
+	messages.CodeTooManyWaiters:  ErrTooManyWaiters,
 	messages.CodeUnavailable:     ErrUnavailable,
 	messages.CodeInternal:        ErrUnavailable,
 }

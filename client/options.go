@@ -87,10 +87,16 @@ func WithStrict() AcquireOption { return func(o *acquireOptions) { o.strict = tr
 // the broker refuses values outside its bounds (1 s to 24 h by default).
 func WithLeaseTTL(d time.Duration) AcquireOption { return func(o *acquireOptions) { o.ttl = d } }
 
-// WithHolder describes the holder, as shown by `slotctl inspect`.
+// WithHolder describes the holder, as shown by `slotctl inspect`: at most
+// messages.MaxHolderLen bytes (a longer one is ErrInvalidArgument).
 func WithHolder(desc string) AcquireOption { return func(o *acquireOptions) { o.holder = desc } }
 
-// WithNames adds limits to acquire together with the named one, all or nothing.
+// WithNames adds limits to acquire together with the named one, all or
+// nothing. Each limit counts once; with others than the named one the
+// request goes to "<prefix>.v1.acquire-many.<name>.<name>..." (the named
+// one first) instead of "<prefix>.v1.acquire.<name>", so a NATS user needs
+// publish permission on that subject. At most messages.MaxNames limits in
+// all (more is ErrInvalidArgument).
 func WithNames(names ...string) AcquireOption {
 	return func(o *acquireOptions) { o.names = append(o.names, names...) }
 }

@@ -30,7 +30,7 @@ func (c *Client) rate(ctx context.Context, name string, occupy int, try bool, op
 	if err := validate(name, occupy, o); err != nil {
 		return err
 	}
-	req := &messages.AcquireRequest{Names: o.names, Occupy: occupy, Holder: o.holder, Strict: o.strict, Try: try, Rate: true}
+	req := &messages.AcquireRequest{Occupy: occupy, Holder: o.holder, Strict: o.strict, Try: try, Rate: true}
 	_, reply, err := c.request(ctx, name, req, o)
 	if err != nil {
 		return err

@@ -15,7 +15,8 @@ const (
 	exitUsage       = 64 // EX_USAGE: bad flags or arguments
 	exitDataErr     = 65 // EX_DATAERR: invalid input refused by the broker
 	exitUnavailable = 69 // EX_UNAVAILABLE: broker or NATS unreachable
-	exitTempFail    = 75 // EX_TEMPFAIL: timed out waiting
+	exitTempFail    = 75 // EX_TEMPFAIL: timed out waiting, or too many waiters
+	exitNoPerm      = 77 // EX_NOPERM: permission denied by the NATS server or the broker
 )
 
 // Sentinel errors of slotctl itself.
@@ -71,9 +72,11 @@ func exitCode(err error) int {
 		return sig.code
 	case errors.Is(err, errUsage):
 		return exitUsage
+	case errors.Is(err, client.ErrPermissionDenied):
+		return exitNoPerm
 	case errors.Is(err, errUnreachable), errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrClosed):
 		return exitUnavailable
-	case errors.Is(err, client.ErrTimeout), errors.Is(err, client.ErrNoSlots):
+	case errors.Is(err, client.ErrTimeout), errors.Is(err, client.ErrNoSlots), errors.Is(err, client.ErrTooManyWaiters):
 		return exitTempFail
 	case errors.Is(err, client.ErrInvalidName), errors.Is(err, client.ErrInvalidOccupy),
 		errors.Is(err, client.ErrExists), errors.Is(err, client.ErrNotFound),

@@ -64,7 +64,7 @@ func printInspect(w io.Writer, info *client.LimitInfo, now time.Time) error {
 		return err
 	}
 
-	fmt.Fprintf(w, "\nHolders (%d):\n", len(info.Holders))
+	fmt.Fprintf(w, "\nHolders %s:\n", countShown(info.HoldersTotal, len(info.Holders)))
 	if len(info.Holders) > 0 {
 		rows := make([][]string, 0, len(info.Holders))
 		for _, h := range info.Holders {
@@ -75,7 +75,7 @@ func printInspect(w io.Writer, info *client.LimitInfo, now time.Time) error {
 			return err
 		}
 	}
-	fmt.Fprintf(w, "\nWaiters (%d):\n", len(info.Waiters))
+	fmt.Fprintf(w, "\nWaiters %s:\n", countShown(info.WaitersTotal, len(info.Waiters)))
 	if len(info.Waiters) > 0 {
 		rows := make([][]string, 0, len(info.Waiters))
 		for _, wt := range info.Waiters {
@@ -90,4 +90,15 @@ func printInspect(w io.Writer, info *client.LimitInfo, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// countShown is a list's total, and how many of them the broker listed
+// when fewer (a reply lists fewer than all when they would not fit the
+// server's max payload): "(12) (showing 5)", else "(12)". A broker that
+// sends no total lists all.
+func countShown(total, shown int) string {
+	if total <= shown {
+		return fmt.Sprintf("(%d)", shown)
+	}
+	return fmt.Sprintf("(%d) (showing %d)", total, shown)
 }

@@ -5,7 +5,8 @@
 //
 // Exit status: 0 success; the child's status for run; 64 usage error; 65
 // invalid input (bad name, occupy above the limit, limit exists or not
-// found); 69 broker or NATS server unreachable; 75 timed out waiting.
+// found); 69 broker or NATS server unreachable; 75 timed out waiting, or too
+// many waiters; 77 permission denied (by the NATS server or the broker).
 package main
 
 import "os"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -51,7 +52,7 @@ func (a *app) rateCmd() *cobra.Command {
 			if err != nil && ctx.Err() != nil {
 				return interrupted(os.Interrupt, names)
 			}
-			if err != nil && timeout > 0 {
+			if err != nil && timeout > 0 && errors.Is(err, client.ErrTimeout) {
 				return fmt.Errorf("%w on %s within --timeout %v", err, args[0], timeout)
 			}
 			return err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,12 +26,13 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 
-	server   string
-	prefix   string
-	creds    string
-	user     string
-	password string
-	timeout  time.Duration
+	server      string
+	prefix      string
+	creds       string
+	user        string
+	password    string
+	inboxPrefix string
+	timeout     time.Duration
 
 	// started is set once a command's flags and arguments were accepted;
 	// an error before that is a usage error.
@@ -38,6 +40,8 @@ type app struct {
 
 	nc *nats.Conn
 	cl *client.Client
+	// warn prints warnings, the client's and the connection's, one per line.
+	warn *slog.Logger
 }
 
 // execute runs slotctl with args and returns its exit status.
@@ -66,9 +70,16 @@ func (a *app) rootCmd() *cobra.Command {
 		Short: "Manage slotbroker concurrency and rate limits",
 		Long: `slotctl manages the concurrency and rate limits brokered by slotbroker over NATS.
 
+A NATS user whose permissions allow only some subjects needs publish
+permission on the request subjects it uses ("<prefix>.v1.<verb>.<name>",
+"<prefix>.v1.acquire-many.<name>.<name>..." for run or rate on several
+limits) and subscribe permission on its inboxes: give --inbox-prefix when
+that is not "_INBOX.>".
+
 Exit status: 0 success; the command's status for run; 64 usage error;
 65 invalid input (bad name, occupy above the limit, limit exists or not found);
-69 broker or NATS server unreachable; 75 timed out waiting.`,
+69 broker or NATS server unreachable; 75 timed out waiting, or too many
+waiters; 77 permission denied (by the NATS server or the broker).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
@@ -78,6 +89,9 @@ Exit status: 0 success; the command's status for run; 64 usage error;
 		PersistentPreRunE: func(*cobra.Command, []string) error {
 			if a.timeout <= 0 {
 				return usageError("--timeout must be positive, not %v", a.timeout)
+			}
+			if a.inboxPrefix != "" && !validInboxPrefix(a.inboxPrefix) {
+				return usageError("--inbox-prefix %q is not a subject prefix: give literal tokens separated by '.', without wildcards, spaces or a trailing '.' (e.g. _INBOX.alice)", a.inboxPrefix)
 			}
 			return nil
 		},
@@ -95,6 +109,7 @@ Exit status: 0 success; the command's status for run; 64 usage error;
 	pf.StringVar(&a.creds, "creds", "", "NATS credentials file")
 	pf.StringVar(&a.user, "user", "", "NATS user")
 	pf.StringVar(&a.password, "password", "", "NATS password")
+	pf.StringVar(&a.inboxPrefix, "inbox-prefix", "", `subject prefix of the connection's inboxes, where replies and grants arrive (default "_INBOX"): give one whose "<prefix>.>" the NATS user may subscribe to`)
 	pf.DurationVar(&a.timeout, "request-timeout", 5*time.Second, "timeout of one request to the broker (not the wait: see run and rate --timeout)")
 
 	root.AddCommand(a.createCmd(), a.inspectCmd(), a.lsCmd(), a.updateCmd(), a.enableCmd(), a.disableCmd(),
@@ -148,18 +163,61 @@ func (a *app) client() (*client.Client, error) {
 	if a.user != "" || a.password != "" {
 		opts = append(opts, nats.UserInfo(a.user, a.password))
 	}
+	if a.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(a.inboxPrefix))
+	}
+	a.warn = slog.New(newWarnHandler(a.stderr))
+	opts = append(opts, nats.ErrorHandler(a.natsError))
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s: %v", errUnreachable, url, err)
 	}
 	cl, err := client.New(nc, client.WithPrefix(a.prefix), client.WithRequestTimeout(a.timeout),
-		client.WithRetryFor(retryFor), client.WithLogger(slog.New(newWarnHandler(a.stderr))))
+		client.WithRetryFor(retryFor), client.WithLogger(a.warn))
 	if err != nil {
 		nc.Close()
+		if errors.Is(err, client.ErrPermissionDenied) {
+			// The grant inbox: the client's advice is for Go code, slotctl has a flag.
+			return nil, fmt.Errorf("%w (with slotctl: --inbox-prefix)", err)
+		}
 		return nil, err
 	}
 	a.nc, a.cl = nc, cl
 	return cl, nil
+}
+
+// validInboxPrefix tells whether p can prefix inbox subjects: literal
+// tokens of printable ASCII without wildcards, joined by single dots.
+func validInboxPrefix(p string) bool {
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*>") {
+			return false
+		}
+		for i := 0; i < len(tok); i++ {
+			if tok[i] <= ' ' || tok[i] >= 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// natsError prints the connection's asynchronous errors, but for the
+// permissions violations the client turns into the command's error: a
+// refused publish (the request fails with it) and a refused subscription
+// to the connection's own inboxes (connecting fails with it).
+func (a *app) natsError(_ *nats.Conn, _ *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrPermissionViolation) {
+		msg := strings.ToLower(err.Error())
+		inbox := nats.InboxPrefix // "_INBOX."
+		if a.inboxPrefix != "" {
+			inbox = a.inboxPrefix + "."
+		}
+		if strings.Contains(msg, "for publish to ") || strings.Contains(msg, `for subscription to "`+strings.ToLower(inbox)) {
+			return
+		}
+	}
+	a.warn.Warn(err.Error())
 }
 
 // requestContext bounds an admin request by --timeout.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -132,7 +133,7 @@ func (a *app) run(names, command []string, rf runFlags) error {
 		if s != nil {
 			return interrupted(s, names)
 		}
-		if rf.timeout > 0 {
+		if rf.timeout > 0 && errors.Is(err, client.ErrTimeout) {
 			return fmt.Errorf("%w on %s within --timeout %v", err, strings.Join(names, ","), rf.timeout)
 		}
 		return err

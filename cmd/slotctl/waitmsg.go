@@ -76,13 +76,19 @@ func (e *waitExplainer) done() {
 
 // describeHolders lists who holds a limit's slots.
 func describeHolders(info *client.LimitInfo, now time.Time) string {
-	if len(info.Holders) == 0 {
+	if len(info.Holders) == 0 && info.HoldersTotal == 0 {
 		return fmt.Sprintf("%s has no holders (%d of %d slots occupied)", info.Name, info.ActiveSlots, info.Limit.Limit)
 	}
 	parts := make([]string, 0, len(info.Holders))
 	for _, h := range info.Holders {
 		parts = append(parts, fmt.Sprintf("lease %s (%d slot(s), holder %q, token %d, since %s)",
 			h.LeaseID, h.Occupy, orDash(h.Holder), h.Token, formatTime(h.AcquiredAt, now)))
+	}
+	switch more := info.HoldersTotal - len(info.Holders); {
+	case more > 0 && len(parts) == 0:
+		parts = append(parts, fmt.Sprintf("%d holder(s) not listed", more))
+	case more > 0:
+		parts = append(parts, fmt.Sprintf("%d more", more))
 	}
 	return fmt.Sprintf("%d of %d slots held by: %s", info.ActiveSlots, info.Limit.Limit, strings.Join(parts, "; "))
 }
