@@ -65,7 +65,8 @@ func wakeCost(ctx context.Context, e *env, name string, n int) (msgs, bytes floa
 		return 0, 0, err
 	}
 	defer gdone()
-	notify := "slotbench.d." + nuid.Next() + "."
+	// In the requester's inbox (_INBOX.<token>.<token>), as the broker requires.
+	notify := "_INBOX.slotbench-d-" + nuid.Next() + "."
 	gsub, err := gconn[0].Subscribe(notify+"*", func(m *nats.Msg) {
 		var g messages.Grant
 		enc, err := messages.Decode(m.Data, &g)

@@ -64,10 +64,13 @@ func scenarioG(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	notify := "slotbench.g." + nuid.Next() + "."
+	// Notify subjects in the requester's inbox (_INBOX.<token>.<token>), spread
+	// over 64 inboxes: the broker bounds the waiters of one inbox (10,000 by default).
+	inbox := "_INBOX.slotbench-g-" + nuid.Next() + "-"
 	err = flood(ctx, conns, n, fWorkers, func(nc *nats.Conn, i int) error {
 		id := nuid.Next()
-		_, err := rawAcquire(nc, "g-waiters", &messages.AcquireRequest{Occupy: 1, TTLMillis: ttl, WaitID: id, Notify: notify + id}, true)
+		notify := fmt.Sprintf("%s%d.%s", inbox, i%64, id)
+		_, err := rawAcquire(nc, "g-waiters", &messages.AcquireRequest{Occupy: 1, TTLMillis: ttl, WaitID: id, Notify: notify}, true)
 		return err
 	})
 	if err != nil {
