@@ -123,7 +123,7 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 			return acquireResult{reply: reply}
 		}
 		l := s.newLease(now, enforcedNames, req.Occupy, req.Holder, ttl, req.WaitID)
-		l.scope, l.key = names, req.Key
+		l.scope, l.key = scopeOf(names, enforcedNames), req.Key
 		fx.put(leaseKey(l.id), l.record())
 		fx.ops[len(fx.ops)-1].tokenFor = l
 		fx.arm = append(fx.arm, l)
@@ -148,7 +148,7 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 		req.WaitID = s.newID()
 	}
 	w := &waiter{id: req.WaitID, names: enforcedNames, occupy: req.Occupy, holder: req.Holder, ttl: ttl, since: now,
-		notify: req.Notify, enc: enc, rate: req.Rate, scope: names, key: req.Key}
+		notify: req.Notify, enc: enc, rate: req.Rate, scope: scopeOf(names, enforcedNames), key: req.Key}
 	s.nextOrder++
 	w.order = s.nextOrder
 	s.enqueue(w)
@@ -167,7 +167,7 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 func (s *state) retried(now time.Time, names []string, req *messages.AcquireRequest, fx *effects) (messages.AcquireReply, bool) {
 	waitID := req.WaitID
 	if w := s.waiters[waitID]; w != nil {
-		if e := sameAcquisition(w.scope, w.key, names, req); e != nil {
+		if e := sameAcquisition(w.waitScope(), w.key, names, req); e != nil {
 			return messages.AcquireReply{Error: e}, true
 		}
 		if w.granted {
@@ -177,7 +177,7 @@ func (s *state) retried(now time.Time, names []string, req *messages.AcquireRequ
 		return messages.AcquireReply{Status: messages.StatusQueued, Position: s.position(w)}, true
 	}
 	if l := s.byWait[waitID]; l != nil {
-		if e := sameAcquisition(l.scope, l.key, names, req); e != nil {
+		if e := sameAcquisition(l.leaseScope(), l.key, names, req); e != nil {
 			return messages.AcquireReply{Error: e}, true
 		}
 		s.accept(now, waitID, fx)
@@ -189,7 +189,7 @@ func (s *state) retried(now time.Time, names []string, req *messages.AcquireRequ
 // sameAcquisition checks that a request with a known wait id is a retry of
 // the acquisition that has it.
 func sameAcquisition(scope []string, key string, names []string, req *messages.AcquireRequest) *messages.Error {
-	same := len(scope) == 0 || len(scope) == len(names)
+	same := len(scope) == len(names)
 	for i := 0; same && i < len(scope); i++ {
 		same = scope[i] == names[i]
 	}
