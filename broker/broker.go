@@ -47,11 +47,29 @@ type Broker struct {
 	deadErr error
 	dieOnce sync.Once
 
-	mu      sync.Mutex
-	st      *state
-	wakers  map[string]*time.Timer
-	writers map[string]*limitWriter
-	expiry  expiries
+	mu     sync.Mutex
+	st     *state
+	wakers map[string]*time.Timer
+	// jr is the journal; sent holds each limit's last journaled record
+	// (limitrecord.go), mirrored the configuration last copied to the
+	// bucket's limit.<name> key for `nats kv get` (mirror.go).
+	jr       *journal
+	sent     map[string]*sentLimit
+	mirrored map[string]messages.Limit
+	expiry   expiries
+	// writerStop ends the journal writer once Stop sealed the last append;
+	// writerDone and snapDone are closed when the writer and the snapshot
+	// loop have ended; abort gives up on appends not stored in time.
+	writerStop chan struct{}
+	writerDone chan struct{}
+	snapDone   chan struct{}
+	abort      chan struct{}
+	// view is the record set as journaled; snapSeq is the sequence of the
+	// last snapshot written (snapshot loop only) and snapAppends the
+	// journal's append count then (under mu).
+	view        *recordView
+	snapSeq     uint64
+	snapAppends uint64
 	// startedAt is when Start began serving; quit is closed by Stop.
 	startedAt time.Time
 	quit      chan struct{}
@@ -82,8 +100,9 @@ func New(nc *nats.Conn, opts ...Option) (*Broker, error) {
 	st.acceptSlack = o.grantTimeout + acceptMargin
 	return &Broker{
 		nc: nc, opts: o, subj: messages.NewSubjects(o.prefix), log: o.log, now: time.Now,
-		st: st, wakers: map[string]*time.Timer{}, writers: map[string]*limitWriter{},
+		st: st, wakers: map[string]*time.Timer{}, sent: map[string]*sentLimit{}, mirrored: map[string]messages.Limit{},
 		quit: make(chan struct{}), work: make(chan func()), dead: make(chan struct{}),
+		writerStop: make(chan struct{}), abort: make(chan struct{}), view: newRecordView(),
 		ownInbox: ownInboxPrefix(nc),
 	}, nil
 }
@@ -125,8 +144,10 @@ func (b *Broker) die(err error) {
 // Subjects returns the subjects the broker serves.
 func (b *Broker) Subjects() messages.Subjects { return b.subj }
 
-// Start opens (or creates) the bucket, rebuilds the state from it, pushes the
-// grants that were not yet accepted, and registers the micro service.
+// Start opens (or creates) the bucket and the journal, rebuilds the state
+// from the newest snapshot and the journal after it (or imports a bucket of
+// the previous release), pushes the grants that were not yet accepted, and
+// serves.
 func (b *Broker) Start(ctx context.Context) error {
 	b.mu.Lock()
 	if b.stopped {
@@ -142,7 +163,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	b.mu.Unlock()
 
 	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(1<<16),
-		// A write whose connection died must fail, not leave finish waiting forever.
+		// A write whose connection died must fail, not wait forever.
 		jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrStore, err)
@@ -153,7 +174,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		storage = jetstream.MemoryStorage
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: b.opts.bucket, Description: "slotbroker limits, leases and waiters", History: 1,
+		Bucket: b.opts.bucket, Description: "slotbroker limits and snapshots", History: 1,
 		Storage: storage, Replicas: b.opts.replicas, LimitMarkerTTL: purgeMarkerTTL,
 	})
 	if err != nil {
@@ -161,21 +182,28 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.kv = kv
 	b.kvSubject = "$KV." + b.opts.bucket + "."
-	if err := b.load(ctx); err != nil {
+	if b.jr, err = openJournal(ctx, js, b.opts.bucket, storage, b.opts.replicas, int(b.nc.MaxPayload()), b.abort); err != nil {
 		return err
 	}
+	if err := b.recover(ctx); err != nil {
+		return err
+	}
+	b.writerDone = make(chan struct{})
+	go b.runJournal()
+	b.snapDone = make(chan struct{})
+	go b.runSnapshots()
 	if err := b.serve(); err != nil {
 		return err
 	}
-	// Make sure the server has the endpoints' subscriptions before Start
-	// returns: a request from another connection right after must be answered.
+	// Make sure the server has the subscriptions before Start returns: a
+	// request from another connection right after must be answered.
 	if err := b.flush(ctx); err != nil {
 		return fmt.Errorf("%w: flush subscriptions: %v", ErrUnavailable, err)
 	}
 	if err := b.nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "Subscription") {
 		return fmt.Errorf("%w: register service: %v (the broker's NATS user must be allowed to subscribe to %s.> and $SRV.>)", ErrUnavailable, err, b.subj.Base())
 	}
-	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket)
+	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket, "journal", b.jr.stream)
 	return nil
 }
 
@@ -188,9 +216,13 @@ func (b *Broker) flush(ctx context.Context) error {
 	return b.nc.FlushTimeout(10 * time.Second)
 }
 
-// Stop stops taking requests, waits for the ones in flight and for pending
-// writes, and stops the timers. Leases and waiters stay in the bucket for the
-// next Start. Stop is safe to call more than once.
+// stopGrace bounds how long Stop waits for the journal's last appends.
+const stopGrace = 5 * time.Second
+
+// Stop stops taking requests, waits for the ones in flight, journals the
+// exact state of the rate limits and waits for the journal, and stops the
+// timers. Leases and waiters stay stored for the next Start. Stop is safe to
+// call more than once.
 func (b *Broker) Stop() error {
 	var err error
 	b.stopOnce.Do(func() {
@@ -203,31 +235,30 @@ func (b *Broker) Stop() error {
 		}
 		b.inflight.Wait()
 		b.workers.Wait()
+		if b.snapDone != nil {
+			<-b.snapDone
+		}
 		b.mu.Lock()
 		b.expiry.stop()
 		for _, t := range b.wakers {
 			t.Stop()
 		}
-		var exact []jetstream.PubAckFuture
-		if b.js != nil {
-			var e error
-			exact, e = b.storeExact()
-			err = errors.Join(err, e)
+		var last *ackGroup
+		if b.jr != nil {
+			b.exactLimits()
+			last = b.jr.seal()
 		}
 		b.mu.Unlock()
-		if b.js != nil {
-			select {
-			case <-b.js.PublishAsyncComplete():
-				for _, f := range exact {
-					select {
-					case e := <-f.Err():
-						err = errors.Join(err, fmt.Errorf("%w: store a limit's exact state: %v", ErrStore, e))
-					default:
-					}
-				}
-			case <-time.After(5 * time.Second):
-				err = errors.Join(err, fmt.Errorf("%w: pending writes not acknowledged within 5s", ErrStore))
+		if last != nil {
+			timer := time.AfterFunc(stopGrace, func() { close(b.abort) })
+			if e := last.wait(); e != nil {
+				err = errors.Join(err, fmt.Errorf("%w: the last journal appends: %v", ErrStore, e))
 			}
+			timer.Stop()
+		}
+		if b.writerDone != nil {
+			close(b.writerStop)
+			<-b.writerDone
 		}
 	})
 	return err
@@ -244,18 +275,16 @@ func (b *Broker) begin() bool {
 	return true
 }
 
-// batch is the effects of one state change with their pending writes.
+// batch is the effects of one state change with the journal append they wait for.
 type batch struct {
 	fx     *effects
-	writes []pendingWrite
 	groups []*ackGroup
-	err    error
 }
 
 // settled tells whether the batch has nothing left to wait for or push:
-// no write in flight, every group stored, no grant or failure to send.
+// every append stored, no grant or failure to send.
 func (bt *batch) settled() bool {
-	if bt.err != nil || len(bt.writes) > 0 || len(bt.fx.grants) > 0 || len(bt.fx.fails) > 0 {
+	if len(bt.fx.grants) > 0 || len(bt.fx.fails) > 0 {
 		return false
 	}
 	for _, g := range bt.groups {
@@ -266,45 +295,20 @@ func (bt *batch) settled() bool {
 	return true
 }
 
-// pendingWrite is a write whose ack settle waits for.
-type pendingWrite struct {
-	f jetstream.PubAckFuture
-	// tokenFor is the lease whose fencing token is the write's revision.
-	tokenFor *lease
-}
-
-// kvMsg is the message of one write to the bucket.
-func (b *Broker) kvMsg(op kvOp) *nats.Msg {
-	m := nats.NewMsg(b.kvSubject + op.key)
-	if op.val != nil {
-		m.Data = op.val
-		return m
-	}
-	m.Header.Set("KV-Operation", "PURGE")
-	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	m.Header.Set(jetstream.MsgTTLHeader, purgeMarkerTTL.String())
-	return m
-}
-
-// applyLocked sends the effects' writes (in order, without waiting) and
-// sets timers. b.mu must be held.
+// applyLocked hands the effects' record changes to the journal's pending
+// append (in order) and sets timers. b.mu must be held.
 func (b *Broker) applyLocked(fx *effects) *batch {
 	bt := &batch{fx: fx}
-	for _, op := range fx.ops {
-		if kind, name := keyKind(op.key); kind == limitKeyPrefix && op.val == nil {
-			// A deleted limit: its purge goes after any write of it in flight.
-			bt.groups = append(bt.groups, b.purgeLimit(name, b.kvMsg(op)))
-			continue
-		}
-		f, err := b.js.PublishMsgAsync(b.kvMsg(op))
-		if err != nil {
-			bt.err = err
-			if l := op.tokenFor; l != nil {
-				l.slackStored = false // not stored: its acceptance must write it
+	if len(fx.ops) > 0 {
+		ops := make([]journalOp, len(fx.ops))
+		for i, op := range fx.ops {
+			ops[i] = journalOp{Key: op.key, Val: op.val}
+			if kind, name := keyKind(op.key); kind == limitKeyPrefix && op.val == nil {
+				delete(b.sent, name)
+				b.mirrorDelete(name)
 			}
-			continue
 		}
-		bt.writes = append(bt.writes, pendingWrite{f: f, tokenFor: op.tokenFor})
+		bt.groups = append(bt.groups, b.jr.add(ops...))
 	}
 	for _, name := range dedupe(fx.dirty) {
 		bt.groups = append(bt.groups, b.markDirty(name))
@@ -346,38 +350,19 @@ func (b *Broker) setWaker(now time.Time, name string) {
 	b.wakers[name] = time.AfterFunc(d, func() { b.onWake(name) })
 }
 
-// settle waits for the batch's writes, records fencing tokens, then pushes
-// grants and failures. It returns the write errors.
+// settle waits for the batch's appends, then pushes grants and failures.
+// It returns the append errors.
 func (b *Broker) settle(bt *batch) error {
-	err := bt.err
-	for _, w := range bt.writes {
-		select {
-		case ack := <-w.f.Ok():
-			if l := w.tokenFor; l != nil {
-				b.mu.Lock()
-				if l.token == 0 {
-					l.token = ack.Sequence
-				}
-				b.mu.Unlock()
-			}
-		case e := <-w.f.Err():
-			err = errors.Join(err, e)
-			if l := w.tokenFor; l != nil {
-				// The lease's record may not be stored: its acceptance
-				// must write it (see state.accept).
-				b.mu.Lock()
-				l.slackStored = false
-				b.mu.Unlock()
-			}
-		}
-	}
+	var err error
 	for _, g := range bt.groups {
 		if e := g.wait(); e != nil {
 			err = errors.Join(err, e)
 		}
 	}
 	if err != nil {
-		b.log.Error("bucket write failed", "err", err)
+		// The journal refused an append: the broker has stopped serving
+		// (runJournal); nothing of this change may be pushed.
+		return err
 	}
 	for _, g := range bt.fx.grants {
 		b.inflight.Add(1)
@@ -386,7 +371,7 @@ func (b *Broker) settle(bt *batch) error {
 	for _, f := range bt.fx.fails {
 		b.pushFailure(f)
 	}
-	return err
+	return nil
 }
 
 // announce publishes the batch's events; callers answer their requester
@@ -396,16 +381,6 @@ func (b *Broker) announce(bt *batch) {
 		subject := b.subj.Event(ev.Limit, ev.Kind)
 		if b.opts.interest != nil && !b.opts.interest(subject) {
 			continue
-		}
-		if ev.LeaseID != "" && ev.Token == 0 {
-			// Events of a new lease were made before its write gave it a token.
-			for _, w := range bt.writes {
-				if l := w.tokenFor; l != nil && l.id == ev.LeaseID {
-					b.mu.Lock()
-					ev.Token = l.token
-					b.mu.Unlock()
-				}
-			}
 		}
 		if data, e := messages.Marshal(messages.JSON, ev); e == nil {
 			_ = b.nc.Publish(subject, data)
@@ -499,36 +474,24 @@ func (b *Broker) pushGrant(g pushedGrant) {
 	}))
 }
 
-// cover waits until stored limit records cover the rate limits among names,
-// writing them again after a failed write, so that a rate grant is pushed
-// only once a crash cannot lose it. It returns false if the broker stops
-// first.
+// cover waits until journaled limit records cover the rate limits among
+// names, so that a rate grant is pushed only once a crash cannot lose it. It
+// returns false if the journal failed (the broker stopped serving).
 func (b *Broker) cover(names []string) bool {
-	backoff := 50 * time.Millisecond
-	for {
-		b.mu.Lock()
-		var gs []*ackGroup
-		for _, n := range names {
-			if ls := b.st.limits[n]; ls != nil && ls.cfg.SlotDecayPerSecond > 0 {
-				gs = append(gs, b.markDirty(n))
-			}
+	b.mu.Lock()
+	var gs []*ackGroup
+	for _, n := range names {
+		if ls := b.st.limits[n]; ls != nil && ls.cfg.SlotDecayPerSecond > 0 {
+			gs = append(gs, b.markDirty(n))
 		}
-		b.mu.Unlock()
-		var err error
-		for _, g := range gs {
-			err = errors.Join(err, g.wait())
-		}
-		if err == nil {
-			return true
-		}
-		b.log.Warn("rate grant held back until its limit's record is stored", "err", err)
-		select {
-		case <-b.quit:
-			return false
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, time.Second)
 	}
+	b.mu.Unlock()
+	for _, g := range gs {
+		if g.wait() != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // deliver sends a grant as a request. No responders means the waiter is

@@ -263,10 +263,7 @@ func (b *Broker) handleRelease(req *request, name string) func() {
 
 // afterReply settles and announces a batch whose requester is answered.
 func (b *Broker) afterReply(bt *batch) func() {
-	if len(bt.writes) == 0 && len(bt.groups) == 0 && len(bt.fx.grants) == 0 && len(bt.fx.fails) == 0 {
-		if bt.err != nil {
-			b.log.Error("bucket write failed", "err", bt.err)
-		}
+	if bt.settled() {
 		b.announce(bt)
 		return nil
 	}

@@ -35,6 +35,10 @@ type options struct {
 	reconnectGrace time.Duration
 	log            *slog.Logger
 	memory         bool
+	// snapshotEntries and snapshotInterval: a snapshot after so many
+	// appends, or after so long when anything was appended (snapshot.go).
+	snapshotEntries  int
+	snapshotInterval time.Duration
 	// maxWaitersPerInbox and maxWaiters bound the queue (waiters.go).
 	maxWaitersPerInbox int
 	maxWaiters         int
@@ -50,6 +54,7 @@ func defaultOptions() options {
 		ttl:          ttlBounds{def: DefaultLeaseTTL, min: DefaultMinLeaseTTL, max: DefaultMaxLeaseTTL},
 		grantTimeout: DefaultGrantTimeout, reconnectGrace: DefaultReconnectGrace,
 		maxWaitersPerInbox: DefaultMaxWaitersPerInbox, maxWaiters: DefaultMaxWaiters,
+		snapshotEntries: DefaultSnapshotEntries, snapshotInterval: DefaultSnapshotInterval,
 		log: slog.New(slog.DiscardHandler),
 	}
 }
@@ -139,6 +144,21 @@ func WithMaxWaiters(n int) Option {
 			return configErr("max waiters %d: give at least 1", n)
 		}
 		o.maxWaiters = n
+		return nil
+	}
+}
+
+// WithSnapshotEvery sets how often the broker writes a snapshot of its
+// state: after entries journal appends, or after interval when anything was
+// appended (defaults 10,000 and 1 minute). Recovery replays the journal
+// after the newest snapshot, and the journal is kept only back to the
+// snapshot before it.
+func WithSnapshotEvery(entries int, interval time.Duration) Option {
+	return func(o *options) error {
+		if entries < 1 || interval < 100*time.Millisecond {
+			return configErr("snapshot every %d entries or %v: give at least 1 entry and 100ms", entries, interval)
+		}
+		o.snapshotEntries, o.snapshotInterval = entries, interval
 		return nil
 	}
 }

@@ -25,8 +25,9 @@ type limitRecord struct {
 	TAT time.Time `json:"tat,omitzero"`
 }
 
-// leaseRecord is the stored form of a lease. A zero Token means the token is
-// the revision of the entry (the lease has not been rewritten since creation).
+// leaseRecord is the stored form of a lease. (Records of the previous
+// release may have a zero Token, meaning the entry's revision: the import of
+// such a bucket writes it in, see readLegacy.)
 type leaseRecord struct {
 	ID         string    `json:"id"`
 	Names      []string  `json:"names"`
@@ -98,11 +99,8 @@ func encOf(isJSON bool) messages.Encoding {
 	return messages.Msgpack
 }
 
-func (r leaseRecord) lease(revision uint64) *lease {
+func (r leaseRecord) lease() *lease {
 	tok := r.Token
-	if tok == 0 {
-		tok = revision
-	}
 	return &lease{
 		id: r.ID, names: r.Names, occupy: r.Occupy, holder: r.Holder, ttl: time.Duration(r.TTLMillis) * time.Millisecond,
 		acquired: r.AcquiredAt, expires: r.ExpiresAt, token: tok, waitID: r.WaitID, notify: r.Notify, enc: encOf(r.JSON),

@@ -171,6 +171,10 @@ func (s *service) watch(sub *nats.Subscription) {
 // already delivered are answered "shutting down" once the Broker stopped).
 func (s *service) stop() error {
 	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return nil
+	}
 	s.stopping = true
 	subs := s.subs
 	s.mu.Unlock()

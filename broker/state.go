@@ -107,6 +107,9 @@ type state struct {
 	byWait map[string]*lease
 	// nextOrder is the order of the last queued waiter.
 	nextOrder uint64
+	// lastToken is the fencing token of the newest lease: tokens increase
+	// across restarts (it is stored with every lease and in snapshots).
+	lastToken uint64
 	ttl       ttlBounds
 	newID     func() string
 	// acceptSlack is how much later than its grant a pending lease's record
@@ -156,8 +159,6 @@ func newLimitState(cfg messages.Limit) *limitState {
 type kvOp struct {
 	key string
 	val []byte
-	// tokenFor is the lease whose fencing token is the revision of this put.
-	tokenFor *lease
 }
 
 // pushedGrant is a grant to push to a waiter once the effects are persisted.

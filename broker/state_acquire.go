@@ -125,7 +125,6 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 		l := s.newLease(now, enforcedNames, req.Occupy, req.Holder, ttl, req.WaitID)
 		l.scope, l.key = scopeOf(names, enforcedNames), req.Key
 		fx.put(leaseKey(l.id), l.record())
-		fx.ops[len(fx.ops)-1].tokenFor = l
 		fx.arm = append(fx.arm, l)
 		for _, ls := range enforced {
 			fx.event(now, messages.EventAcquired, ls.cfg.Name, l, ls.free(now))
@@ -259,8 +258,9 @@ func dedupe(names []string) []string {
 }
 
 func (s *state) newLease(now time.Time, names []string, occupy int, holder string, ttl time.Duration, waitID string) *lease {
+	s.lastToken++
 	l := &lease{id: s.newID(), names: names, occupy: occupy, holder: holder, ttl: ttl, acquired: now,
-		expires: now.Add(ttl), waitID: waitID}
+		expires: now.Add(ttl), waitID: waitID, token: s.lastToken}
 	s.leases[l.id] = l
 	if waitID != "" {
 		s.byWait[waitID] = l
@@ -382,7 +382,6 @@ func (s *state) grantWaiter(now time.Time, w *waiter, fx *effects) {
 	// up to the slack longer, never shorter).
 	l.slackStored = true
 	fx.put(leaseKey(l.id), l.recordUntil(s.coveredUntil(l)))
-	fx.ops[len(fx.ops)-1].tokenFor = l
 	fx.arm = append(fx.arm, l)
 	fx.grants = append(fx.grants, pushedGrant{w: w, lease: l})
 	for _, n := range l.names {

@@ -6,85 +6,272 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/slotbroker/slotbroker/messages"
 )
 
-// load rebuilds the state from the bucket: limits, then leases (expired ones
-// are dropped at once, grants not yet accepted are pushed again), then
-// waiters in the order they were queued.
-func (b *Broker) load(ctx context.Context) error {
+// recover rebuilds the state: the newest complete snapshot, then the
+// journal after it replayed into the view through the same apply as live
+// appends; with neither, a bucket written by the previous release
+// (limit.*, lease.*, wait.* keys) is imported. A snapshot is written at once
+// when none was loaded, so that the next start does not depend on the
+// journal's first entries or on the imported keys.
+func (b *Broker) recover(ctx context.Context) error {
+	man, recs, err := b.loadSnapshot(ctx)
+	if err != nil {
+		return err
+	}
+	stream, err := b.js.Stream(ctx, b.jr.stream)
+	if err != nil {
+		return fmt.Errorf("%w: journal %s: %v", ErrStore, b.jr.stream, err)
+	}
+	last := stream.CachedInfo().State.LastSeq
+	var from, lastToken uint64 = 1, 0
+	imported := false
+	switch {
+	case man != nil:
+		from, lastToken = man.Seq+1, man.LastToken
+	case last == 0:
+		if recs, err = b.readLegacy(ctx); err != nil {
+			return err
+		}
+		imported = len(recs) > 0
+	}
+	b.view.apply(opsOf(recs), 0)
+	replayed, maxToken, err := b.replay(ctx, from, last)
+	if err != nil {
+		return err
+	}
+	b.jr.lastSeq = last
+	b.view.seq = last
+	lastToken = max(lastToken, maxToken)
+	b.restore(b.view.records(), lastToken)
+	b.log.Info("journal replayed", "snapshot", manifestSeq(man), "entries", replayed, "last_seq", last, "imported", imported)
+	if man == nil && (last > 0 || imported) {
+		if err := b.writeSnapshot(ctx); err != nil {
+			return err
+		}
+		if imported {
+			b.dropLegacy(ctx, recs)
+		}
+	}
+	return nil
+}
+
+func manifestSeq(m *snapManifest) uint64 {
+	if m == nil {
+		return 0
+	}
+	return m.Seq
+}
+
+// opsOf turns records into puts.
+func opsOf(recs map[string][]byte) []journalOp {
+	ops := make([]journalOp, 0, len(recs))
+	for k, v := range recs {
+		ops = append(ops, journalOp{Key: k, Val: v})
+	}
+	return ops
+}
+
+// replay applies the journal's entries from..last to the view, an append
+// only once all its parts are read (a crash between parts loses the whole
+// append, which nobody was answered for). It returns how many appends it
+// applied and the highest fencing token it saw.
+func (b *Broker) replay(ctx context.Context, from, last uint64) (int, uint64, error) {
+	if last < from {
+		return 0, 0, nil
+	}
+	cons, err := b.js.OrderedConsumer(ctx, b.jr.stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: read journal: %v", ErrStore, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: read journal: %v", ErrStore, err)
+	}
+	defer it.Stop()
+	var batch string
+	var parts []journalOp
+	var maxToken uint64
+	applied := 0
+	for {
+		type next struct {
+			m   jetstream.Msg
+			err error
+		}
+		ch := make(chan next, 1)
+		go func() { m, err := it.Next(); ch <- next{m, err} }()
+		var n next
+		select {
+		case n = <-ch:
+		case <-ctx.Done():
+			return applied, maxToken, fmt.Errorf("%w: read journal: %v", ErrStore, ctx.Err())
+		}
+		if n.err != nil {
+			return applied, maxToken, fmt.Errorf("%w: read journal: %v", ErrStore, n.err)
+		}
+		meta, err := n.m.Metadata()
+		if err != nil {
+			return applied, maxToken, fmt.Errorf("%w: read journal: %v", ErrStore, err)
+		}
+		seq := meta.Sequence.Stream
+		var ent journalEntry
+		if err := json.Unmarshal(n.m.Data(), &ent); err != nil {
+			b.log.Warn("skipping an unreadable journal entry", "seq", seq, "err", err)
+		}
+		id := n.m.Headers().Get(hdrBatch)
+		i, total := partOf(n.m.Headers().Get(hdrPart))
+		if id != batch {
+			// A new append: one whose parts stopped short is dropped.
+			batch, parts = id, nil
+		}
+		parts = append(parts, ent.Ops...)
+		if i == total {
+			b.view.apply(parts, seq)
+			for _, op := range parts {
+				maxToken = max(maxToken, tokenOf(op))
+			}
+			applied++
+			batch, parts = "", nil
+		}
+		if seq >= last {
+			return applied, maxToken, nil
+		}
+	}
+}
+
+// partOf parses "i/n" (a message without it is a whole append).
+func partOf(h string) (int, int) {
+	i, n, ok := strings.Cut(h, "/")
+	if !ok {
+		return 1, 1
+	}
+	a, err1 := strconv.Atoi(i)
+	c, err2 := strconv.Atoi(n)
+	if err1 != nil || err2 != nil || a < 1 || c < a {
+		return 1, 1
+	}
+	return a, c
+}
+
+// tokenOf is the fencing token of a lease put, or 0.
+func tokenOf(op journalOp) uint64 {
+	if !strings.HasPrefix(op.Key, leaseKeyPrefix) || len(op.Val) == 0 {
+		return 0
+	}
+	var r struct {
+		Token uint64 `json:"token"`
+	}
+	_ = json.Unmarshal(op.Val, &r)
+	return r.Token
+}
+
+// readLegacy reads the records of a bucket written by the previous release:
+// limit.*, lease.* and wait.* keys. A lease stored without a token had the
+// entry's revision as its token, which the import writes into the record.
+func (b *Broker) readLegacy(ctx context.Context) (map[string][]byte, error) {
+	recs := map[string][]byte{}
 	w, err := b.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return fmt.Errorf("%w: read bucket %q: %v", ErrStore, b.opts.bucket, err)
+		return nil, fmt.Errorf("%w: read bucket %q: %v", ErrStore, b.opts.bucket, err)
 	}
 	defer func() { _ = w.Stop() }()
-	var limits []limitRecord
-	type revLease struct {
-		rec leaseRecord
-		rev uint64
-	}
-	var leases []revLease
-	type revWaiter struct {
-		rec waiterRecord
-		rev uint64
-	}
-	var waiters []revWaiter
 	for {
 		var e jetstream.KeyValueEntry
 		select {
 		case e = <-w.Updates():
 		case <-ctx.Done():
-			return fmt.Errorf("%w: read bucket %q: %v", ErrStore, b.opts.bucket, ctx.Err())
+			return nil, fmt.Errorf("%w: read bucket %q: %v", ErrStore, b.opts.bucket, ctx.Err())
 		}
 		if e == nil {
-			break
+			return recs, nil
 		}
-		prefix, _ := keyKind(e.Key())
+		val := e.Value()
+		switch kind, _ := keyKind(e.Key()); kind {
+		case leaseKeyPrefix:
+			var r leaseRecord
+			if json.Unmarshal(val, &r) == nil && r.Token == 0 {
+				r.Token = e.Revision()
+				val = mustJSON(r)
+			}
+		case limitKeyPrefix, waiterKeyPrefix:
+		default:
+			continue
+		}
+		recs[e.Key()] = val
+	}
+}
+
+// dropLegacy removes the imported lease and wait keys (the limit keys stay:
+// they are the bucket's copies of the limits' configurations). Nothing
+// depends on it: once a snapshot exists, the legacy keys are never read.
+func (b *Broker) dropLegacy(ctx context.Context, recs map[string][]byte) {
+	for k := range recs {
+		if kind, _ := keyKind(k); kind == leaseKeyPrefix || kind == waiterKeyPrefix {
+			_ = b.kv.Purge(ctx, k, jetstream.PurgeTTL(purgeMarkerTTL))
+		}
+	}
+}
+
+// restore rebuilds the state from the records: limits, then leases
+// (expired ones are dropped at once, grants not yet accepted are pushed
+// again), then waiters in the order they were queued. Records that cannot be
+// served are logged and skipped.
+func (b *Broker) restore(recs map[string][]byte, lastToken uint64) {
+	var limits []limitRecord
+	var leases []leaseRecord
+	var waiters []waiterRecord
+	keys := make([]string, 0, len(recs))
+	for k := range recs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		val := recs[key]
 		var derr error
-		switch prefix {
+		switch prefix, _ := keyKind(key); prefix {
 		case limitKeyPrefix:
 			var r limitRecord
-			if derr = strictJSON(e.Value(), &r); derr == nil {
-				derr = checkLimitRecord(e.Key(), &r)
+			if derr = strictJSON(val, &r); derr == nil {
+				derr = checkLimitRecord(key, &r)
 			}
 			if derr == nil {
 				limits = append(limits, r)
 			}
 		case leaseKeyPrefix:
 			var r leaseRecord
-			if derr = strictJSON(e.Value(), &r); derr == nil {
+			if derr = strictJSON(val, &r); derr == nil {
 				derr = b.checkNotifyRecord(r.Notify, true)
 			}
 			if derr == nil {
-				leases = append(leases, revLease{r, e.Revision()})
+				leases = append(leases, r)
 			}
 		case waiterKeyPrefix:
 			var r waiterRecord
-			if derr = strictJSON(e.Value(), &r); derr == nil {
+			if derr = strictJSON(val, &r); derr == nil {
 				derr = b.checkNotifyRecord(r.Notify, false)
 			}
 			if derr == nil {
-				waiters = append(waiters, revWaiter{r, e.Revision()})
+				waiters = append(waiters, r)
 			}
 		}
 		if derr != nil {
-			b.log.Warn("skipping a bucket entry that cannot be served", "key", e.Key(), "err", derr)
+			b.log.Warn("skipping a stored record that cannot be served", "key", key, "err", derr)
 		}
 	}
-	sort.Slice(waiters, func(i, j int) bool {
-		if a, b := waiters[i].rec.Order, waiters[j].rec.Order; a != b {
-			return a < b
-		}
-		return waiters[i].rev < waiters[j].rev
-	})
+	sort.SliceStable(waiters, func(i, j int) bool { return waiters[i].Order < waiters[j].Order })
 
 	b.mu.Lock()
 	now := b.now()
 	fx := &effects{}
 	st := b.st
+	st.lastToken = lastToken
 	for _, r := range limits {
 		ls := newLimitState(r.Limit)
 		ls.bucket.tat = r.TAT
@@ -92,13 +279,14 @@ func (b *Broker) load(ctx context.Context) error {
 	}
 	pendingWaits := map[string]bool{}
 	for _, w := range waiters {
-		pendingWaits[w.rec.ID] = true
+		pendingWaits[w.ID] = true
 		// Every stored order is taken, also of waiters whose grant is pending.
-		st.nextOrder = max(st.nextOrder, w.rec.Order)
+		st.nextOrder = max(st.nextOrder, w.Order)
 	}
 	var regrant []*lease
 	for _, rl := range leases {
-		l := rl.rec.lease(rl.rev)
+		l := rl.lease()
+		st.lastToken = max(st.lastToken, l.token)
 		if l.waitID != "" && pendingWaits[l.waitID] && !now.Before(l.expires) {
 			// Granted, never accepted, and expired since: queue the waiter again.
 			fx.purge(leaseKey(l.id))
@@ -121,10 +309,10 @@ func (b *Broker) load(ctx context.Context) error {
 		fx.arm = append(fx.arm, l)
 	}
 	for _, rw := range waiters {
-		if !pendingWaits[rw.rec.ID] {
+		if !pendingWaits[rw.ID] {
 			continue // its lease exists: the grant is pushed again below
 		}
-		wt := rw.rec.waiter()
+		wt := rw.waiter()
 		wt.recovered = true
 		wt.names = existing(st, wt.names)
 		if len(wt.names) == 0 {
@@ -160,7 +348,6 @@ func (b *Broker) load(ctx context.Context) error {
 		defer b.inflight.Done()
 		_ = b.finish(bt)
 	}()
-	return nil
 }
 
 // strictJSON decodes a record, refusing fields no record has (a value

@@ -32,7 +32,7 @@ authorization {
   users = [
     # the broker: its storage, its service subjects, replies and grants to every inbox, its own inbox
     { user: broker, password: broker-pw, permissions: {
-        publish:   { allow: ["$JS.API.>", "$JS.FC.>", "$JS.ACK.>", "$KV.slotbroker.>", "_INBOX.>", "slotbroker.v1.events.>"] }
+        publish:   { allow: ["$JS.API.>", "$JS.FC.>", "$JS.ACK.>", "$KV.slotbroker.>", "$SLOTBROKER.slotbroker.>", "_INBOX.>", "slotbroker.v1.events.>"] }
         subscribe: { allow: ["slotbroker.v1.>", "$SRV.>", "_INBOX.slotbroker.>"] } } }
     # an operator: every verb, events, service discovery; its own inbox
     { user: ops, password: ops-pw, permissions: {
