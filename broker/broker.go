@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -200,7 +199,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := b.flush(ctx); err != nil {
 		return fmt.Errorf("%w: flush subscriptions: %v", ErrUnavailable, err)
 	}
-	if err := b.nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "Subscription") {
+	if err := b.svc.refused(); err != nil {
 		return fmt.Errorf("%w: register service: %v (the broker's NATS user must be allowed to subscribe to %s.> and $SRV.>)", ErrUnavailable, err, b.subj.Base())
 	}
 	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket, "journal", b.jr.stream)
@@ -460,11 +459,11 @@ func (b *Broker) pushGrant(g pushedGrant) {
 	}
 	_ = b.finish(b.change(func(now time.Time, fx *effects) {
 		if unanswered {
-			if n := b.st.grantUnanswered(now, g.w.notify, fx); n > 0 {
+			if n := b.st.grantUnanswered(now, g.w, fx); n > 0 {
 				b.log.Warn("inbox left its grants unanswered; dropped its other waiters", "inbox", inboxOf(g.w.notify), "dropped", n)
 			}
 		} else {
-			b.st.grantAnswered(g.w.notify)
+			b.st.grantAnswered(g.w)
 		}
 		if accepted {
 			b.st.accept(now, g.w.id, fx)

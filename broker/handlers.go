@@ -185,6 +185,11 @@ func (b *Broker) handleAcquireMany(req *request) func() {
 
 // checkNotify checks a queued acquisition's notify subject and grant key.
 func (b *Broker) checkNotify(req *request, r *messages.AcquireRequest) *messages.Error {
+	if r.Key != "" {
+		if e := messages.CheckKey(r.Key); e != nil {
+			return e
+		}
+	}
 	if r.Try {
 		if r.Notify != "" {
 			return messages.Errorf(messages.CodeBadRequest, "notify is set on a try: a try is never queued, leave notify out")
@@ -203,6 +208,10 @@ func (b *Broker) checkNotify(req *request, r *messages.AcquireRequest) *messages
 	if b.ownInbox != "" && strings.HasPrefix(r.Notify, b.ownInbox+".") {
 		return messages.Errorf(messages.CodeBadRequest, "notify %q is in the broker's own inbox", r.Notify)
 	}
+	if !underRoot(r.Notify, b.opts.notifyRoots) {
+		return messages.Errorf(messages.CodeBadRequest, "notify %q is not under an inbox root the broker pushes grants to (%s): connect with the default inbox prefix or a custom one under it (nats.CustomInboxPrefix(\"_INBOX.<user>\"))",
+			r.Notify, strings.Join(b.opts.notifyRoots, ", "))
+	}
 	if r.Key != "" {
 		return messages.CheckKey(r.Key)
 	}
@@ -216,7 +225,8 @@ func (b *Broker) acquireOn(req *request, enc messages.Encoding, name string, r *
 		return nil
 	}
 	var res acquireResult
-	bt := b.change(func(now time.Time, fx *effects) { res = b.st.acquire(now, name, r, enc, fx) })
+	quota := quotaOf(req.Reply(), r.Notify)
+	bt := b.change(func(now time.Time, fx *effects) { res = b.st.acquireFrom(now, name, r, enc, quota, fx) })
 	done := func() {
 		if err := b.settle(bt); err != nil && res.reply.Error == nil {
 			if res.lease != nil {

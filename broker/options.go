@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/slotbroker/slotbroker/messages"
@@ -20,6 +21,9 @@ const (
 	// DefaultMaxWaiters bounds the queued acquisitions of the whole broker
 	// (about 1 KB of memory each).
 	DefaultMaxWaiters = 100_000
+	// DefaultNotifyRoot is the subject root grants are pushed under:
+	// nats.go's inbox prefix, under which custom per-user prefixes go too.
+	DefaultNotifyRoot = "_INBOX"
 	// DefaultReconnectGrace covers a client's reconnection to a restarted
 	// server (nats.go waits 2 s between attempts by default).
 	DefaultReconnectGrace = 10 * time.Second
@@ -39,6 +43,8 @@ type options struct {
 	// appends, or after so long when anything was appended (snapshot.go).
 	snapshotEntries  int
 	snapshotInterval time.Duration
+	// notifyRoots are the subject roots grants may be pushed under.
+	notifyRoots []string
 	// maxWaitersPerInbox and maxWaiters bound the queue (waiters.go).
 	maxWaitersPerInbox int
 	maxWaiters         int
@@ -55,7 +61,8 @@ func defaultOptions() options {
 		grantTimeout: DefaultGrantTimeout, reconnectGrace: DefaultReconnectGrace,
 		maxWaitersPerInbox: DefaultMaxWaitersPerInbox, maxWaiters: DefaultMaxWaiters,
 		snapshotEntries: DefaultSnapshotEntries, snapshotInterval: DefaultSnapshotInterval,
-		log: slog.New(slog.DiscardHandler),
+		notifyRoots: []string{DefaultNotifyRoot},
+		log:         slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -134,6 +141,35 @@ func WithMaxWaitersPerInbox(n int) Option {
 		o.maxWaitersPerInbox = n
 		return nil
 	}
+}
+
+// WithNotifyRoots sets the subject roots under which a queued acquisition's
+// notify subject must lie (default "_INBOX"): the subjects the broker's NATS
+// user may publish grants to. A notify elsewhere is refused at once instead
+// of costing a grant timeout when the server drops the grant.
+func WithNotifyRoots(roots ...string) Option {
+	return func(o *options) error {
+		if len(roots) == 0 {
+			return configErr("notify roots: give at least one")
+		}
+		for _, r := range roots {
+			if r == "" || strings.ContainsAny(r, "*> \t") || strings.HasPrefix(r, "$") || strings.HasSuffix(r, ".") || strings.HasPrefix(r, ".") {
+				return configErr("notify root %q: give a literal subject prefix such as _INBOX", r)
+			}
+		}
+		o.notifyRoots = append([]string(nil), roots...)
+		return nil
+	}
+}
+
+// underRoot tells whether subject lies under one of roots.
+func underRoot(subject string, roots []string) bool {
+	for _, r := range roots {
+		if strings.HasPrefix(subject, r+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // WithMaxWaiters bounds how many acquisitions the broker keeps queued in

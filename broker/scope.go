@@ -19,18 +19,6 @@ func outOfScope(what, id, name string, scope []string) *messages.Error {
 	return messages.Errorf(messages.CodeForbidden, "%s %q is not on limit %q: send requests on it to the subjects of its own limit (e.g. %q)", what, id, name, first)
 }
 
-// scopeOf is the scope to keep for an acquisition of requested whose
-// enforced limits are enforced: nothing when they are the same single
-// limit (the common case: the lease's or waiter's names are its scope, and
-// a single-limit waiter whose limit stops being enforced is granted at
-// once), so that most leases and waiters carry no second list.
-func scopeOf(requested, enforced []string) []string {
-	if len(requested) == 1 && len(enforced) == 1 && requested[0] == enforced[0] {
-		return nil
-	}
-	return requested
-}
-
 // leaseScope is the limits a lease may be acted on through.
 func (l *lease) leaseScope() []string {
 	if len(l.scope) > 0 {

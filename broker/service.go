@@ -2,7 +2,9 @@ package broker
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,6 +167,25 @@ func (s *service) watch(sub *nats.Subscription) {
 			s.b.die(fmt.Errorf("%w: the subscription to %s ended (%s)", ErrUnavailable, subject, cause))
 		}
 	})
+}
+
+// refused returns the permissions violation the server sent for one of the
+// service's own subscriptions, if any (after a flush, the server has
+// answered them all). Only a violation that names one of its subjects as a
+// subscription counts: a refused publish names a subject a client chose.
+func (s *service) refused() error {
+	err := s.nc.LastError()
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sub := range s.subs {
+		if strings.Contains(err.Error(), "Subscription to \""+sub.Subject+"\"") {
+			return err
+		}
+	}
+	return nil
 }
 
 // stop drains the subscriptions: no new requests reach the broker (the ones

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"container/list"
+	"math"
 	"time"
 
 	"github.com/slotbroker/slotbroker/messages"
@@ -59,6 +60,16 @@ type waiter struct {
 	// scope and key are as in lease.
 	scope []string
 	key   string
+	// quota is the unit the queue bounds count it in (waiters.go).
+	quota string
+}
+
+// addSat adds n >= 0 to a counter without wrapping around.
+func addSat(c, n int64) int64 {
+	if c > math.MaxInt64-n {
+		return math.MaxInt64
+	}
+	return c + n
 }
 
 // inScope tells whether name is one of scope's names.

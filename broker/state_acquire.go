@@ -19,6 +19,12 @@ type acquireResult struct {
 // subject's limit, or the limits of an acquire-many subject (the handler
 // keeps each subject to its own limits).
 func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequest, enc messages.Encoding, fx *effects) acquireResult {
+	return s.acquireFrom(now, primary, req, enc, inboxOf(req.Notify), fx)
+}
+
+// acquireFrom is acquire for a requester whose queued acquisitions count
+// against quota (waiters.go).
+func (s *state) acquireFrom(now time.Time, primary string, req *messages.AcquireRequest, enc messages.Encoding, quota string, fx *effects) acquireResult {
 	fail := func(e *messages.Error) acquireResult { return acquireResult{reply: messages.AcquireReply{Error: e}} }
 
 	names := dedupe(append([]string{primary}, req.Names...))
@@ -113,7 +119,7 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 			s.admit(now, enforced, n*req.Occupy, req.Holder, fx)
 			for _, ls := range enforced {
 				if !req.Probe {
-					ls.denied += int64((max(req.Count, 1) - n) * req.Occupy)
+					ls.denied = addSat(ls.denied, int64((max(req.Count, 1)-n)*req.Occupy))
 				}
 			}
 			s.rememberAdmitted(now, req.WaitID, n)
@@ -123,7 +129,7 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 			return acquireResult{reply: reply}
 		}
 		l := s.newLease(now, enforcedNames, req.Occupy, req.Holder, ttl, req.WaitID)
-		l.scope, l.key = scopeOf(names, enforcedNames), req.Key
+		l.scope, l.key = names, req.Key
 		fx.put(leaseKey(l.id), l.record())
 		fx.arm = append(fx.arm, l)
 		for _, ls := range enforced {
@@ -135,19 +141,19 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 	if req.Try || req.Notify == "" {
 		for _, ls := range enforced {
 			if !req.Probe {
-				ls.denied += int64(max(req.Count, 1) * req.Occupy)
+				ls.denied = addSat(ls.denied, int64(max(req.Count, 1)*req.Occupy))
 			}
 		}
 		return fail(noSlotsError(now, enforced, req.Occupy))
 	}
-	if e := s.waiterRoom(req.Notify); e != nil {
+	if e := s.waiterRoom(quota); e != nil {
 		return fail(e)
 	}
 	if req.WaitID == "" {
 		req.WaitID = s.newID()
 	}
 	w := &waiter{id: req.WaitID, names: enforcedNames, occupy: req.Occupy, holder: req.Holder, ttl: ttl, since: now,
-		notify: req.Notify, enc: enc, rate: req.Rate, scope: scopeOf(names, enforcedNames), key: req.Key}
+		notify: req.Notify, enc: enc, rate: req.Rate, scope: names, key: req.Key, quota: quota}
 	s.nextOrder++
 	w.order = s.nextOrder
 	s.enqueue(w)

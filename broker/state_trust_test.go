@@ -127,15 +127,15 @@ func TestUnansweredGrantsDropTheInboxsOtherWaiters(t *testing.T) {
 		acquireOK(t, st, *now, "db", messages.AcquireRequest{Occupy: 1, WaitID: fmt.Sprintf("bad%d", i), Notify: fmt.Sprintf("_INBOX.bad.w%d", i)})
 	}
 	acquireOK(t, st, *now, "db", messages.AcquireRequest{Occupy: 1, WaitID: "good", Notify: "_INBOX.good.w"})
-	if n := st.grantUnanswered(*now, "_INBOX.bad.w0", &effects{}); n != 0 {
+	if n := st.grantUnanswered(*now, &waiter{notify: "_INBOX.bad.w0"}, &effects{}); n != 0 {
 		t.Fatalf("first strike dropped %d", n)
 	}
-	st.grantAnswered("_INBOX.bad.w1")
-	if n := st.grantUnanswered(*now, "_INBOX.bad.w1", &effects{}); n != 0 {
+	st.grantAnswered(&waiter{notify: "_INBOX.bad.w1"})
+	if n := st.grantUnanswered(*now, &waiter{notify: "_INBOX.bad.w1"}, &effects{}); n != 0 {
 		t.Fatalf("an answer must clear the strikes; dropped %d", n)
 	}
 	fx := &effects{}
-	if n := st.grantUnanswered(*now, "_INBOX.bad.w2", fx); n != 5 {
+	if n := st.grantUnanswered(*now, &waiter{notify: "_INBOX.bad.w2"}, fx); n != 5 {
 		t.Fatalf("second strike in a row dropped %d, want 5", n)
 	}
 	if len(fx.fails) != 5 || st.waiters["good"] == nil || len(st.waiters) != 1 {

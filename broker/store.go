@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -239,7 +240,10 @@ func (b *Broker) restore(recs map[string][]byte, lastToken uint64) {
 		case limitKeyPrefix:
 			var r limitRecord
 			if derr = strictJSON(val, &r); derr == nil {
-				derr = checkLimitRecord(key, &r)
+				var note string
+				if note, derr = checkLimitRecord(key, &r); note != "" {
+					b.log.Warn("a stored limit is outside today's bounds: serving it within them", "key", key, "change", note)
+				}
 			}
 			if derr == nil {
 				limits = append(limits, r)
@@ -358,15 +362,40 @@ func strictJSON(data []byte, v any) error {
 	return d.Decode(v)
 }
 
-// checkLimitRecord checks that a limit record is one a broker wrote for its key.
-func checkLimitRecord(key string, r *limitRecord) error {
+// checkLimitRecord checks that a limit record is one a broker wrote for its
+// key. A limit stored by an older broker outside today's bounds is brought
+// within them, in the direction that admits less (fewer slots, slower
+// decay), and the change is returned to be logged: never dropped, which
+// would leave it unenforced.
+func checkLimitRecord(key string, r *limitRecord) (string, error) {
 	if _, name := keyKind(key); r.Name != name {
-		return fmt.Errorf("the record names limit %q", r.Name)
+		return "", fmt.Errorf("the record names limit %q", r.Name)
 	}
-	if e := validateConfig(r.Limit.Limit, r.SlotDecayPerSecond); e != nil {
-		return e
+	if validateConfig(r.Limit.Limit, r.SlotDecayPerSecond) == nil {
+		return "", nil
 	}
-	return nil
+	limit, decay := r.Limit.Limit, r.SlotDecayPerSecond
+	switch {
+	case limit < 0:
+		limit = 0
+	case limit > messages.MaxLimit:
+		limit = messages.MaxLimit
+	}
+	switch {
+	case math.IsNaN(decay) || decay < 0:
+		return "", fmt.Errorf("slot_decay_per_second %v cannot be served", decay)
+	case decay > maxDecay:
+		decay = maxDecay
+	}
+	if decay > 0 && float64(limit)/decay > messages.MaxDrain.Seconds() {
+		decay = math.Nextafter(float64(limit)/messages.MaxDrain.Seconds(), math.Inf(1))
+	}
+	if e := validateConfig(limit, decay); e != nil {
+		return "", e
+	}
+	note := fmt.Sprintf("limit %d -> %d, slot_decay_per_second %g -> %g", r.Limit.Limit, limit, r.SlotDecayPerSecond, decay)
+	r.Limit.Limit, r.SlotDecayPerSecond = limit, decay
+	return note, nil
 }
 
 // checkNotifyRecord checks a stored notify subject (optional for leases).

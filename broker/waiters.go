@@ -30,14 +30,31 @@ func inboxOf(notify string) string {
 	return notify
 }
 
-// waiterRoom tells whether one more waiter may queue for notify: the inbox
+// sharedInboxPrefix is nats.go's default inbox prefix, which every client
+// without a prefix of its own shares.
+const sharedInboxPrefix = "_INBOX"
+
+// quotaOf is the unit the queue bounds count for an acquisition: the
+// requester's inbox namespace (the inbox prefix of its reply subject) when
+// it has one of its own, as each user has under the permission recipe of
+// PROTOCOL.md §3.3, where permissions keep it from naming another's; under
+// the shared "_INBOX" prefix, where the broker cannot tell users apart, the
+// client inbox of its notify subject.
+func quotaOf(reply, notify string) string {
+	if p := messages.InboxPrefix(reply); p != "" && p != sharedInboxPrefix {
+		return p
+	}
+	return inboxOf(notify)
+}
+
+// waiterRoom tells whether one more waiter may queue for quota: the quota
 // and the broker each have a bound.
-func (s *state) waiterRoom(notify string) *messages.Error {
+func (s *state) waiterRoom(quota string) *messages.Error {
 	if s.maxWaiters > 0 && len(s.waiters) >= s.maxWaiters {
 		return messages.Errorf(messages.CodeTooManyWaiters, "the broker has %d acquisitions queued, its maximum: retry later or raise --max-waiters", len(s.waiters))
 	}
-	if in := s.inboxes[inboxOf(notify)]; in != nil && s.maxPerInbox > 0 && in.waiters >= s.maxPerInbox {
-		return messages.Errorf(messages.CodeTooManyWaiters, "inbox %q has %d acquisitions queued, the maximum per inbox: wait for some to be granted, or raise --max-waiters-per-inbox", inboxOf(notify), in.waiters)
+	if in := s.inboxes[quota]; in != nil && s.maxPerInbox > 0 && in.waiters >= s.maxPerInbox {
+		return messages.Errorf(messages.CodeTooManyWaiters, "inbox %q has %d acquisitions queued, the maximum per inbox: wait for some to be granted, or raise --max-waiters-per-inbox", quota, in.waiters)
 	}
 	return nil
 }
@@ -45,7 +62,7 @@ func (s *state) waiterRoom(notify string) *messages.Error {
 // addWaiter records w as queued (or admitted and not yet accepted).
 func (s *state) addWaiter(w *waiter) {
 	s.waiters[w.id] = w
-	key := inboxOf(w.notify)
+	key := w.quotaKey()
 	in := s.inboxes[key]
 	if in == nil {
 		in = &inboxState{}
@@ -60,7 +77,7 @@ func (s *state) removeWaiter(w *waiter) {
 		return
 	}
 	delete(s.waiters, w.id)
-	key := inboxOf(w.notify)
+	key := w.quotaKey()
 	if in := s.inboxes[key]; in != nil {
 		if in.waiters--; in.waiters <= 0 {
 			delete(s.inboxes, key)
@@ -68,18 +85,27 @@ func (s *state) removeWaiter(w *waiter) {
 	}
 }
 
-// grantAnswered records that notify's inbox answered a grant.
-func (s *state) grantAnswered(notify string) {
-	if in := s.inboxes[inboxOf(notify)]; in != nil {
+// quotaKey is the waiter's quota (its notify inbox for a waiter stored
+// before quotas were kept).
+func (w *waiter) quotaKey() string {
+	if w.quota != "" {
+		return w.quota
+	}
+	return inboxOf(w.notify)
+}
+
+// grantAnswered records that w's quota answered a grant.
+func (s *state) grantAnswered(w *waiter) {
+	if in := s.inboxes[w.quotaKey()]; in != nil {
 		in.strikes = 0
 	}
 }
 
-// grantUnanswered records that a grant to notify went unanswered for the
-// grant timeout; after maxStrikes in a row the inbox's other waiters fail.
+// grantUnanswered records that a grant to w went unanswered for the grant
+// timeout; after maxStrikes in a row the other waiters of its quota fail.
 // It returns how many were dropped.
-func (s *state) grantUnanswered(now time.Time, notify string, fx *effects) int {
-	key := inboxOf(notify)
+func (s *state) grantUnanswered(now time.Time, w *waiter, fx *effects) int {
+	key := w.quotaKey()
 	in := s.inboxes[key]
 	if in == nil {
 		return 0
@@ -88,9 +114,9 @@ func (s *state) grantUnanswered(now time.Time, notify string, fx *effects) int {
 		return 0
 	}
 	var drop []*waiter
-	for _, w := range s.waiters {
-		if !w.granted && inboxOf(w.notify) == key {
-			drop = append(drop, w)
+	for _, o := range s.waiters {
+		if !o.granted && o.quotaKey() == key {
+			drop = append(drop, o)
 		}
 	}
 	e := messages.Errorf(messages.CodeUnavailable, "dropped from the queue: %d grants in a row to inbox %q went unanswered within the grant timeout; acquire again", in.strikes, key)

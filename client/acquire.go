@@ -106,6 +106,11 @@ func validate(name string, occupy int, o acquireOptions) error {
 	if o.ttl < 0 {
 		return fromWire(messages.Errorf(messages.CodeInvalidArgument, "lease ttl %v is negative", o.ttl))
 	}
+	if o.ttl > 0 && o.ttl < time.Millisecond {
+		// The wire carries whole milliseconds, and 0 means the broker's default.
+		return fromWire(messages.Errorf(messages.CodeInvalidArgument,
+			"lease ttl %v is under 1ms, the wire's unit (0 would mean the broker's default): ask for at least 1ms", o.ttl))
+	}
 	return nil
 }
 
@@ -158,7 +163,7 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 		ctx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
-	var ch chan messages.Grant
+	var ch chan pushed
 	// A wait id on every request makes retries idempotent at the broker.
 	// It is random, so that nobody can guess a wait of this client's; a
 	// queued request's key, random too, is echoed only in the broker's
@@ -186,9 +191,9 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 			c.giveBack(req.WaitID, name, false)
 		default:
 			// A pushed grant was accepted just as we gave up: give it back.
-			g := <-ch
+			p := <-ch
 			c.forgetAccepted(req.WaitID)
-			if g.Error == nil {
+			if p.err == nil && p.grant.Error == nil {
 				c.giveBack(req.WaitID, name, true)
 			}
 		}
@@ -206,20 +211,23 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 		o.queued(reply.Position)
 	}
 	select {
-	case g := <-ch:
-		if err := fromWire(g.Error); err != nil {
+	case p := <-ch:
+		if p.err != nil {
+			return nil, reply, p.err // the broker passed the slots on
+		}
+		if err := fromWire(p.grant.Error); err != nil {
 			return nil, reply, err
 		}
-		return g.Lease, reply, nil
+		return p.grant.Lease, reply, nil
 	case <-c.gone:
 		c.forgetWait(req.WaitID)
 		return nil, reply, fmt.Errorf("%w: the NATS connection or the client was closed while waiting for %q", ErrClosed, name)
 	case <-ctx.Done():
 		if !c.forgetWait(req.WaitID) {
 			// The grant arrived as we gave up: it was accepted; give it back.
-			g := <-ch
+			p := <-ch
 			c.forgetAccepted(req.WaitID)
-			if g.Error == nil {
+			if p.err == nil && p.grant.Error == nil {
 				c.giveBack(req.WaitID, name, true)
 			}
 		} else {

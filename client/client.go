@@ -45,8 +45,16 @@ type Client struct {
 	// violation to end at once (permission.go).
 	flightsMu sync.Mutex
 	flights   map[string]map[*flight]struct{}
+	// disp passes the connection's async errors to the Client (permission.go).
+	disp *dispatcher
 	// errorsOff makes the Client's async error handler a no-op (Close).
 	errorsOff atomic.Bool
+	// ackVerified is set once the server is known to have let an accepting
+	// GrantAck of this Client through; until then each is checked (onGrant).
+	ackVerified atomic.Bool
+	// acksDenied, under mu, is the error of a GrantAck the server refused:
+	// the user may not answer grants, so no queued acquisition can succeed.
+	acksDenied error
 	// inboxDenied is set when the server refused the grant subscription.
 	inboxDenied atomic.Bool
 	// started is set when New returns the Client.
@@ -66,13 +74,29 @@ type Client struct {
 // when connected makes sure the server took the subscription: a NATS user
 // that may not subscribe to it gets an error matching ErrPermissionDenied.
 //
-// New also chains a handler before nc's async error handler (which still
-// gets every error), so that a request the server refuses to let the user
-// publish fails at once with ErrPermissionDenied instead of timing out. The
-// handler stays chained after Close, passing errors on only.
+// The first Client on nc chains one handler before nc's async error handler
+// (which still gets every error), shared by every Client on nc, so that a
+// request the server refuses to let the user publish fails at once with
+// ErrPermissionDenied instead of timing out. Set nc's own error handler
+// before the first New: one set later replaces the chained one. The handler
+// stays chained after Close, passing errors on only; a closed Client leaves
+// nothing of itself behind on nc.
+//
+// A user that may not publish the answer to a pushed grant (its permissions
+// lack allow_responses) cannot take a queued acquisition: the broker never
+// hears the acceptance and passes the slots on. So the Client checks, until
+// one has gone through, that the server let its acceptance of a grant
+// through (a flush of the connection after answering): if not, the Acquire
+// (or RateLimit) that was granted fails with an error matching
+// ErrPermissionDenied, and so does every later acquisition of the Client
+// that would queue, at once, without queueing. TryAcquire and TryRateLimit
+// need no grant and still work.
 func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if nc == nil {
 		return nil, fmt.Errorf("%w: nats connection is nil", ErrInvalidArgument)
+	}
+	if nc.IsClosed() { // as the subscription would fail, without chaining anything to nc
+		return nil, fmt.Errorf("%w: subscribe to grants: %v", ErrUnavailable, nats.ErrConnectionClosed)
 	}
 	o := options{prefix: messages.DefaultPrefix, log: slog.Default(), requestTimeout: 5 * time.Second, retryFor: 30 * time.Second}
 	for _, opt := range opts {
@@ -84,10 +108,11 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 		inbox: nc.NewInbox() + ".", waits: map[string]*wait{}, accepted: map[string]*heldGrant{}, leases: map[*Lease]struct{}{},
 		flights: map[string]map[*flight]struct{}{}}
 	// Before subscribing: the handler must see a refusal of the subscription.
-	c.watchErrors()
+	c.register()
 	sub, err := nc.Subscribe(c.inbox+"*", c.onGrant)
 	if err != nil {
 		c.errorsOff.Store(true)
+		c.unregister()
 		return nil, fmt.Errorf("%w: subscribe to grants: %v", ErrUnavailable, err)
 	}
 	c.sub = sub
@@ -101,11 +126,13 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 		once.Do(func() {
 			close(c.gone)
 			end()
+			c.unregister() // the connection may have closed without Close
 		})
 	})
 	if err := c.checkInbox(); err != nil {
 		c.errorsOff.Store(true)
 		_ = sub.Unsubscribe()
+		c.unregister()
 		return nil, err
 	}
 	c.started.Store(true)
@@ -132,6 +159,7 @@ func (c *Client) Close() error {
 		l.abandon()
 	}
 	err := c.sub.Unsubscribe()
+	c.unregister()
 	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
 		err = nil
 	}
@@ -140,12 +168,19 @@ func (c *Client) Close() error {
 
 // wait is a registered wait for a pushed grant.
 type wait struct {
-	ch chan messages.Grant
+	ch chan pushed
 	// key is the secret sent with the request: only a grant carrying it
 	// comes from the broker.
 	key string
 	// warned: a forged grant for this wait was logged.
 	warned bool
+}
+
+// pushed is what a wait gets: the grant the broker pushed, or err when the
+// grant could not be taken (the server refused its acceptance).
+type pushed struct {
+	grant messages.Grant
+	err   error
 }
 
 // heldGrant is an accepted grant whose lease is held.
@@ -163,7 +198,9 @@ func sameKey(sent, got string) bool {
 // onGrant answers a pushed grant: accepted when its wait is still current,
 // declined otherwise (the caller gave up), so the broker passes it on. A
 // grant for a wait of this client (waiting, or held) that does not carry
-// the wait's key was not sent by the broker: it is dropped unanswered.
+// the wait's key was not sent by the broker: it is dropped unanswered. An
+// acceptance is checked (respondChecked) until one has gone through: one the
+// server refused is no lease, and the waiter gets the refusal.
 func (c *Client) onGrant(m *nats.Msg) {
 	var g messages.Grant
 	enc, err := messages.Decode(m.Data, &g)
@@ -203,24 +240,79 @@ func (c *Client) onGrant(m *nats.Msg) {
 		// The broker starts the lease's clock when it has this acceptance.
 		g.Lease.ExpiresAt = time.Now().Add(time.Duration(g.Lease.TTLMillis) * time.Millisecond)
 	}
+	var refused error
 	if m.Reply != "" {
-		if data, err := messages.Marshal(enc, messages.GrantAck{Accept: ok || again}); err == nil {
-			_ = m.Respond(data)
+		accept := ok || again
+		if data, err := messages.Marshal(enc, messages.GrantAck{Accept: accept}); err == nil {
+			if accept && !c.ackVerified.Load() {
+				refused = c.respondChecked(m, data)
+			} else {
+				_ = m.Respond(data)
+			}
 		}
 	}
+	if refused != nil {
+		c.mu.Lock()
+		if c.acksDenied == nil {
+			c.acksDenied = refused
+		}
+		if ok {
+			delete(c.accepted, g.WaitID) // the broker never had the acceptance
+		}
+		c.mu.Unlock()
+		c.log.Warn("slotbroker: the NATS server refused this client's acceptance of a grant; queued acquisitions fail until the user may answer grants",
+			"subject", m.Subject, "wait", g.WaitID, "err", refused)
+	}
 	if ok {
-		w.ch <- g
+		w.ch <- pushed{grant: g, err: refused}
 	}
 }
 
-// expectWait registers a wait id, with the key sent for it, for a pushed grant.
-func (c *Client) expectWait(id, key string) (chan messages.Grant, error) {
+// respondChecked answers m with data, an acceptance, and makes sure the
+// server let it through: it flushes the connection, and the server, which
+// handles the answer before the flush's PING, has sent a permissions
+// violation naming m.Reply before the PONG. It returns the refusal (an
+// error matching ErrPermissionDenied), or nil; once an acceptance has gone
+// through it is not checked again, since the user's permissions do not
+// change from one grant to the next. When the flush fails nothing is known,
+// and the next acceptance is checked instead.
+func (c *Client) respondChecked(m *nats.Msg, data []byte) error {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	defer c.track(m.Reply, cancel)() // the dispatcher may see the violation first
+	if err := m.Respond(data); err != nil {
+		return nil
+	}
+	if err := c.nc.FlushTimeout(c.opts.requestTimeout); err != nil {
+		return nil
+	}
+	last := c.nc.LastError()
+	s, ok := violated(last, publishViolation)
+	switch {
+	case ok && s == m.Reply:
+	case errors.Is(context.Cause(ctx), ErrPermissionDenied):
+		last = context.Cause(ctx)
+	default:
+		c.ackVerified.Store(true)
+		return nil
+	}
+	return &permissionError{cause: last, msg: fmt.Sprintf(
+		"the NATS user may not answer grants: allow_responses is not in its permissions (nor a publish right on the broker's reply subject %q), so the server refused the acceptance and the broker passes the slots on; give the user allow_responses: true (PROTOCOL.md §3.3)", m.Reply)}
+}
+
+// expectWait registers a wait id, with the key sent for it, for a pushed
+// grant. It fails at once when the server refused an acceptance of this
+// Client before: such a wait could never be granted.
+func (c *Client) expectWait(id, key string) (chan pushed, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, ErrClosed
 	}
-	ch := make(chan messages.Grant, 1)
+	if c.acksDenied != nil {
+		return nil, fmt.Errorf("%w (an earlier acceptance was refused, so this acquisition was not sent)", c.acksDenied)
+	}
+	ch := make(chan pushed, 1)
 	c.waits[id] = &wait{ch: ch, key: key}
 	return ch, nil
 }

@@ -84,7 +84,9 @@ type AcquireOption func(*acquireOptions)
 func WithStrict() AcquireOption { return func(o *acquireOptions) { o.strict = true } }
 
 // WithLeaseTTL sets the lease's time to live (default: the broker's, 30 s);
-// the broker refuses values outside its bounds (1 s to 24 h by default).
+// the broker refuses values outside its bounds (1 s to 24 h by default). It
+// is sent in whole milliseconds: a TTL under 1 ms (but not 0, the default)
+// is refused locally with ErrInvalidArgument.
 func WithLeaseTTL(d time.Duration) AcquireOption { return func(o *acquireOptions) { o.ttl = d } }
 
 // WithHolder describes the holder, as shown by `slotctl inspect`: at most

@@ -5,25 +5,119 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"runtime"
 	"sync"
+	"weak"
 
 	"github.com/nats-io/nats.go"
 )
 
 // A NATS server answers a publish or subscription its user may not make
 // with an asynchronous -ERR naming the subject, nothing else: a request to
-// a denied subject would only time out. The Client chains its own handler
-// to the connection's async error handler, ends the calls in flight on a
-// denied subject at once, and checks its grant subscription in New.
+// a denied subject would only time out. One dispatcher per connection,
+// chained before the connection's async error handler, passes each error to
+// the connection's open Clients; a Client ends its calls in flight on a
+// denied subject at once, checks its grant subscription in New, and checks
+// that the server let its first acceptance of a grant through.
 
 var (
 	publishViolation   = regexp.MustCompile(`(?i)permissions violation for publish to "([^"]*)"`)
 	subscribeViolation = regexp.MustCompile(`(?i)permissions violation for subscription to "([^"]*)"`)
 )
 
-// handlerMu makes reading and replacing a connection's async error handler
-// one step among the Clients of this package.
-var handlerMu sync.Mutex
+// dispatchers maps each connection that Clients were made on, by a weak
+// pointer (so that the map keeps no connection alive), to its dispatcher.
+// dispatchersMu also makes reading and replacing a connection's async error
+// handler one step among the Clients of this package.
+var (
+	dispatchersMu sync.Mutex
+	dispatchers   = map[weak.Pointer[nats.Conn]]*dispatcher{}
+)
+
+// dispatcher passes a connection's async errors to the Clients open on it.
+// It is chained once before the connection's handler, by the connection's
+// first Client, and stays chained: Clients register in New and leave in
+// Close (or when the connection closes), so that Clients made and closed on
+// one long-lived connection do not pile up on it. It holds no reference to
+// the connection or its previous handler, which only the chained closure
+// (kept by the connection) holds.
+type dispatcher struct {
+	mu      sync.Mutex
+	clients map[*Client]struct{}
+}
+
+// register chains c's connection's dispatcher, the first time, and adds c to it.
+func (c *Client) register() {
+	key := weak.Make(c.nc)
+	dispatchersMu.Lock()
+	defer dispatchersMu.Unlock()
+	d := dispatchers[key]
+	if d == nil {
+		d = &dispatcher{clients: map[*Client]struct{}{}}
+		prev := c.nc.ErrorHandler()
+		c.nc.SetErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			d.dispatch(err)
+			if prev != nil {
+				prev(nc, sub, err)
+			}
+		})
+		dispatchers[key] = d
+		// The entry goes with its connection: at the latest when the
+		// connection is collected (the key is all the cleanup holds).
+		runtime.AddCleanup(c.nc, dropDispatcher, key)
+	}
+	d.mu.Lock()
+	d.clients[c] = struct{}{}
+	d.mu.Unlock()
+	c.disp = d
+}
+
+// unregister removes c from its connection's dispatcher; when it was the
+// last Client and the connection is closed for good, the entry is dropped
+// then instead of when the connection is collected. Safe to call more than
+// once.
+func (c *Client) unregister() {
+	d := c.disp
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	delete(d.clients, c)
+	empty := len(d.clients) == 0
+	d.mu.Unlock()
+	if empty && c.nc.IsClosed() {
+		key := weak.Make(c.nc)
+		dispatchersMu.Lock()
+		if dispatchers[key] == d {
+			d.mu.Lock()
+			if len(d.clients) == 0 {
+				delete(dispatchers, key)
+			}
+			d.mu.Unlock()
+		}
+		dispatchersMu.Unlock()
+	}
+}
+
+// dropDispatcher forgets the dispatcher of a collected connection.
+func dropDispatcher(key weak.Pointer[nats.Conn]) {
+	dispatchersMu.Lock()
+	delete(dispatchers, key)
+	dispatchersMu.Unlock()
+}
+
+// dispatch passes err to every Client registered.
+func (d *dispatcher) dispatch(err error) {
+	d.mu.Lock()
+	clients := make([]*Client, 0, len(d.clients))
+	for c := range d.clients {
+		clients = append(clients, c)
+	}
+	d.mu.Unlock()
+	for _, c := range clients {
+		c.onAsyncError(err)
+	}
+}
 
 // permissionError is a publish or subscription the NATS server refused.
 // It matches ErrPermissionDenied and nats.ErrPermissionViolation.
@@ -77,20 +171,6 @@ func (c *Client) track(subject string, cancel context.CancelCauseFunc) func() {
 		}
 		c.flightsMu.Unlock()
 	}
-}
-
-// watchErrors chains the Client's handler before nc's async error handler,
-// which still gets every error. The Client's part does nothing after Close.
-func (c *Client) watchErrors() {
-	handlerMu.Lock()
-	defer handlerMu.Unlock()
-	prev := c.nc.ErrorHandler()
-	c.nc.SetErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
-		c.onAsyncError(err)
-		if prev != nil {
-			prev(nc, sub, err)
-		}
-	})
 }
 
 // onAsyncError ends the calls in flight on a subject the server refused to

@@ -3,6 +3,8 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -169,5 +171,148 @@ func TestConnectionErrorHandlerStillCalledAfterClose(t *testing.T) {
 	defer cancel()
 	if _, err := c.Acquire(ctx, "db", 1); !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("Acquire after Close: %v", err)
+	}
+}
+
+// TestRefusedGrantAcceptanceIsPermissionDenied: a user whose permissions
+// lack allow_responses cannot answer a pushed grant: the server refuses
+// the acceptance, so the broker never has it and passes the slots on. The
+// Acquire that was granted fails with ErrPermissionDenied saying so, not
+// with a lease; a later acquisition that would queue fails at once without
+// a request, while a try, which needs no grant, is still sent.
+func TestRefusedGrantAcceptanceIsPermissionDenied(t *testing.T) {
+	s := plainServer(t,
+		&server.User{Username: "admin", Password: "admin"},
+		&server.User{Username: "noresp", Password: "noresp", Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{"slotbroker.v1.acquire.db", "slotbroker.v1.cancel.db"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}},
+	)
+	c := clientOn(t, connect(t, s, nats.UserInfo("noresp", "noresp")))
+	admin := connect(t, s, nats.UserInfo("admin", "admin"))
+	reqs := standIn(t, admin, "slotbroker.v1.acquire.db")
+	acks := standIn(t, admin, "broker-inbox.grant")
+
+	req, done := queuedAcquire(t, c, reqs)
+	publish(t, admin, req.Notify, "broker-inbox.grant", grantOf(req, req.Key, "refused"))
+	r := <-done
+	if r.err == nil {
+		t.Fatalf("Acquire whose acceptance the server refused returned lease %s", r.lease.ID())
+	}
+	if !errors.Is(r.err, client.ErrPermissionDenied) || !strings.Contains(r.err.Error(), "allow_responses") {
+		t.Fatalf("Acquire whose acceptance the server refused: %v; want ErrPermissionDenied naming allow_responses", r.err)
+	}
+	select {
+	case m := <-acks:
+		t.Fatalf("the server let the acceptance through: %q", m.Data)
+	default:
+	}
+
+	ctx := testContext(t)
+	if _, err := c.Acquire(ctx, "db", 1, client.WithTimeout(10*time.Second)); !errors.Is(err, client.ErrPermissionDenied) {
+		t.Fatalf("Acquire after a refused acceptance: %v; want ErrPermissionDenied at once", err)
+	}
+	if n := len(reqs); n != 0 {
+		t.Fatalf("Acquire after a refused acceptance sent %d requests", n)
+	}
+	tried := make(chan acquireResult, 1)
+	go func() {
+		l, err := c.TryAcquire(ctx, "db", 1)
+		tried <- acquireResult{l, err}
+	}()
+	var try messages.AcquireRequest
+	m := next(t, reqs, "try request")
+	decode(t, m, &try)
+	respond(t, m, messages.AcquireReply{Status: messages.StatusGranted, WaitID: try.WaitID})
+	if r := <-tried; r.err != nil {
+		t.Fatalf("TryAcquire after a refused acceptance: %v", r.err)
+	}
+}
+
+// TestAcceptedGrantWithAllowResponsesIsALease: with allow_responses the
+// acceptance goes through and every queued Acquire gets its lease.
+func TestAcceptedGrantWithAllowResponsesIsALease(t *testing.T) {
+	s := plainServer(t,
+		&server.User{Username: "admin", Password: "admin"},
+		&server.User{Username: "resp", Password: "resp", Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{"slotbroker.v1.acquire.db"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+			Response:  &server.ResponsePermission{MaxMsgs: 1},
+		}},
+	)
+	c := clientOn(t, connect(t, s, nats.UserInfo("resp", "resp")))
+	admin := connect(t, s, nats.UserInfo("admin", "admin"))
+	reqs := standIn(t, admin, "slotbroker.v1.acquire.db")
+	for i := range 3 {
+		req, done := queuedAcquire(t, c, reqs)
+		id := fmt.Sprintf("lease-%d", i)
+		data, err := messages.Marshal(messages.JSON, grantOf(req, req.Key, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := admin.Request(req.Notify, data, 10*time.Second)
+		if err != nil {
+			t.Fatalf("grant %d: no acceptance: %v", i, err)
+		}
+		var a messages.GrantAck
+		decode(t, ack, &a)
+		if !a.Accept {
+			t.Fatalf("grant %d declined", i)
+		}
+		r := <-done
+		if r.err != nil || r.lease.ID() != id {
+			t.Fatalf("Acquire %d: %v, %v; want lease %s", i, r.lease, r.err, id)
+		}
+	}
+}
+
+// TestOneErrorDispatcherPerConnectionAndNoneForClosedOnes: Clients made
+// and closed on one connection share one dispatcher of its async errors,
+// and a process that makes and closes many connections (closing their
+// Clients first, or not at all) keeps no dispatcher for any of them.
+func TestOneErrorDispatcherPerConnectionAndNoneForClosedOnes(t *testing.T) {
+	s := plainServer(t)
+	before := client.Dispatchers()
+	nc := connect(t, s)
+	for range 100 {
+		c, err := client.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Other tests' closed connections may go meanwhile: the count may drop.
+	if n := client.Dispatchers() - before; n > 1 || !client.HasDispatcher(nc) {
+		t.Fatalf("100 Clients made and closed on one connection: %d more dispatchers, one for the connection: %t; want 1, true",
+			n, client.HasDispatcher(nc))
+	}
+	nc.Close()
+
+	const conns = 100
+	for i := range conns {
+		nc, err := nats.Connect(s.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := client.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := c.Close(); err != nil { // closed before its connection
+				t.Fatal(err)
+			}
+		} // else left open: its connection's close ends it
+		nc.Close()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for client.Dispatchers() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections made and closed: %d dispatchers left, %d before", conns+1, client.Dispatchers(), before)
+		}
+		runtime.GC() // a closed connection's entry goes when it is collected, at the latest
+		time.Sleep(10 * time.Millisecond)
 	}
 }

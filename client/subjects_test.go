@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -252,6 +253,34 @@ func TestHolderLongerThanMaxHolderLenRefusedLocally(t *testing.T) {
 	}
 	if err := c.TryRateLimit(ctx, "a", 1, client.WithHolder(long[1:])); err != nil {
 		t.Fatalf("TryRateLimit with a %d-byte holder: %v", messages.MaxHolderLen, err)
+	}
+}
+
+// TestLeaseTTLUnderAMillisecondRefusedLocally: the wire carries a lease
+// TTL in whole milliseconds and 0 means the broker's default, so a TTL
+// under 1 ms (which would become 0) fails with ErrInvalidArgument without a
+// request; 1 ms is sent as 1.
+func TestLeaseTTLUnderAMillisecondRefusedLocally(t *testing.T) {
+	s := plainServer(t)
+	c := clientOn(t, connect(t, s))
+	recorded := grantingStandIn(t, connect(t, s), nil)
+	ctx := testContext(t)
+	for _, ttl := range []time.Duration{time.Nanosecond, 500 * time.Microsecond, time.Millisecond - 1} {
+		if _, err := c.TryAcquire(ctx, "a", 1, client.WithLeaseTTL(ttl)); !errors.Is(err, client.ErrInvalidArgument) || !strings.Contains(err.Error(), "1ms") {
+			t.Fatalf("TryAcquire with WithLeaseTTL(%v): %v; want ErrInvalidArgument saying 1ms", ttl, err)
+		}
+		if _, err := c.Acquire(ctx, "a", 1, client.WithLeaseTTL(ttl)); !errors.Is(err, client.ErrInvalidArgument) {
+			t.Fatalf("Acquire with WithLeaseTTL(%v): %v; want ErrInvalidArgument", ttl, err)
+		}
+	}
+	if n := len(recorded()); n != 0 {
+		t.Fatalf("%d requests sent for refused acquisitions", n)
+	}
+	if _, err := c.TryAcquire(ctx, "a", 1, client.WithLeaseTTL(time.Millisecond)); err != nil {
+		t.Fatalf("TryAcquire with WithLeaseTTL(1ms): %v", err)
+	}
+	if sent := recorded(); len(sent) != 1 || sent[0].req.TTLMillis != 1 {
+		t.Fatalf("TryAcquire with WithLeaseTTL(1ms) sent %+v; want one request with ttl_ms 1", sent)
 	}
 }
 

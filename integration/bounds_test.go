@@ -407,8 +407,9 @@ func boundsWaitersPerInbox(t *testing.T, x *authEnv) {
 	}
 	wantWireCode(t, "sixth Acquire of one client", err, messages.CodeTooManyWaiters)
 
-	// Raw: five queued from one inbox, the sixth refused.
-	nc := x.connect(t, userOps)
+	// Raw: five queued from one inbox, the sixth refused. Root has no inbox
+	// prefix of its own: under the shared _INBOX the quota is the inbox.
+	nc := x.connect(t, userRoot)
 	inbox := nc.NewInbox()
 	sub, err := nc.SubscribeSync(inbox + ".*")
 	if err != nil {
@@ -435,8 +436,8 @@ func boundsWaitersPerInbox(t *testing.T, x *authEnv) {
 		}
 	}()
 
-	// Another client still queues.
-	b := x.client(t, userOps)
+	// Another client (another inbox under the shared prefix) still queues.
+	b := x.client(t, userRoot)
 	queue(b)
 	waiters(11)
 }
@@ -452,7 +453,9 @@ func boundsUnansweredGrants(t *testing.T, x *authEnv) {
 		t.Fatal(err)
 	}
 
-	bad := x.connect(t, userOps)
+	// Root has no inbox prefix of its own: its quota is its inbox. (A user
+	// with a prefix of its own is one quota: see TestQueueBoundsHoldForOneConnection.)
+	bad := x.connect(t, userRoot)
 	inbox := bad.NewInbox()
 	grants, err := bad.SubscribeSync(inbox + ".*") // never read while the grants come: never answered
 	if err != nil {

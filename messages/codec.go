@@ -75,13 +75,20 @@ func Unmarshal(enc Encoding, data []byte, v any) error {
 // without bound (found by FuzzDecodeRequests). The library also panics on
 // some malformed bodies (nil for a time.Time field): such a body is refused
 // with an error like any other malformed one instead of crashing the broker
-// or the client.
+// or the client. The library also allocates for the lengths a body declares
+// before reading what they cover (over 1 MiB for a 6-byte body declaring a
+// 4 GiB binary, 16 MB for a 12-byte one declaring an array of 4 Gi names):
+// checkMsgpack refuses, before any decoding, a body that declares more than
+// it holds.
 func unmarshalMsgpack(data []byte, v any) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("decode msgpack: malformed body: %v", r)
 		}
 	}()
+	if err := checkMsgpack(data); err != nil {
+		return fmt.Errorf("decode msgpack: %w", err)
+	}
 	d := msgpack.NewDecoder(bytes.NewReader(data))
 	d.SetCustomStructTag("json")
 	if err := d.Decode(v); err != nil {

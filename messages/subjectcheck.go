@@ -1,6 +1,9 @@
 package messages
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // CheckReply checks the reply subject of a request before the broker answers
 // on it. The broker answers only on literal subjects of at most
@@ -100,10 +103,17 @@ func checkLiteral(what, s string) *Error {
 	return nil
 }
 
-// CheckHolder checks a holder description's length.
+// CheckHolder checks a holder description: at most MaxHolderLen bytes of
+// valid UTF-8 without control characters (it is shown on operators'
+// terminals and pages).
 func CheckHolder(holder string) *Error {
 	if len(holder) > MaxHolderLen {
 		return Errorf(CodeInvalidArgument, "holder is %d bytes long: the maximum is %d", len(holder), MaxHolderLen)
+	}
+	for i, r := range holder {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError {
+			return Errorf(CodeInvalidArgument, "holder has %s at byte %d: give printable text", describeRune(r), i)
+		}
 	}
 	return nil
 }

@@ -88,7 +88,8 @@ func exitCode(err error) int {
 	}
 }
 
-// errorLine is the one line slotctl prints for err ("" for none).
+// errorLine is the one line slotctl prints for err ("" for none), with
+// what else could reach the terminal raw escaped (displayText).
 func errorLine(err error) string {
 	var st exitStatus
 	if err == nil || errors.As(err, &st) {
@@ -96,5 +97,5 @@ func errorLine(err error) string {
 	}
 	msg := strings.TrimPrefix(err.Error(), "slotbroker: ")
 	msg = strings.ReplaceAll(msg, "\n", " ")
-	return "slotctl: " + msg
+	return "slotctl: " + displayText(msg)
 }

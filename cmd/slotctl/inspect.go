@@ -41,11 +41,12 @@ func (a *app) inspectCmd() *cobra.Command {
 }
 
 // printInspect prints a limit's configuration and state, then its holders
-// and waiters as tables.
+// and waiters as tables. Text from the broker that users chose (holders)
+// goes through displayText.
 func printInspect(w io.Writer, info *client.LimitInfo, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
-	row("Name", info.Name)
+	row("Name", displayText(info.Name))
 	row("Active", yesNo(info.Active))
 	row("Limit", strconv.Itoa(info.Limit.Limit))
 	decay := formatFloat(info.SlotDecayPerSecond)
@@ -68,7 +69,7 @@ func printInspect(w io.Writer, info *client.LimitInfo, now time.Time) error {
 	if len(info.Holders) > 0 {
 		rows := make([][]string, 0, len(info.Holders))
 		for _, h := range info.Holders {
-			rows = append(rows, []string{h.LeaseID, strconv.Itoa(h.Occupy), orDash(h.Holder),
+			rows = append(rows, []string{displayText(h.LeaseID), strconv.Itoa(h.Occupy), orDash(displayText(h.Holder)),
 				strconv.FormatUint(h.Token, 10), formatTime(h.AcquiredAt, now), formatTime(h.ExpiresAt, now)})
 		}
 		if err := printTable(w, []string{"lease id", "occupy", "holder", "token", "acquired", "expires"}, rows); err != nil {
@@ -79,9 +80,9 @@ func printInspect(w io.Writer, info *client.LimitInfo, now time.Time) error {
 	if len(info.Waiters) > 0 {
 		rows := make([][]string, 0, len(info.Waiters))
 		for _, wt := range info.Waiters {
-			holder := orDash(wt.Holder)
+			holder := orDash(displayText(wt.Holder))
 			if len(wt.Names) > 1 {
-				holder += " (with " + strings.Join(wt.Names, ",") + ")"
+				holder += " (with " + displayText(strings.Join(wt.Names, ",")) + ")"
 			}
 			rows = append(rows, []string{strconv.Itoa(wt.Position), strconv.Itoa(wt.Occupy), holder, formatTime(wt.Since, now)})
 		}

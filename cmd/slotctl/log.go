@@ -22,14 +22,15 @@ func newWarnHandler(w io.Writer) *warnHandler { return &warnHandler{mu: &sync.Mu
 // Enabled reports whether a record of level l is printed: warnings and errors.
 func (h *warnHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
 
-// Handle prints one record on one line.
+// Handle prints one record on one line, its text through displayText (a
+// value may carry text from the broker or other users).
 func (h *warnHandler) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
 	b.WriteString("slotctl: warning: ")
-	b.WriteString(strings.TrimPrefix(r.Message, "slotbroker: "))
+	b.WriteString(displayText(strings.TrimPrefix(r.Message, "slotbroker: ")))
 	var kv []string
 	add := func(a slog.Attr) bool {
-		kv = append(kv, fmt.Sprintf("%s=%v", a.Key, a.Value.Resolve()))
+		kv = append(kv, displayText(fmt.Sprintf("%s=%v", a.Key, a.Value.Resolve())))
 		return true
 	}
 	for _, a := range h.attrs {

@@ -42,7 +42,7 @@ func (a *app) lsCmd() *cobra.Command {
 			}
 			rows := make([][]string, 0, len(limits))
 			for _, l := range limits {
-				rows = append(rows, []string{l.Name, yesNo(l.Active), strconv.Itoa(l.Limit.Limit), strconv.Itoa(l.ActiveSlots),
+				rows = append(rows, []string{displayText(l.Name), yesNo(l.Active), strconv.Itoa(l.Limit.Limit), strconv.Itoa(l.ActiveSlots),
 					formatFloat(l.SlotDecayPerSecond), nextSlot(&l), strconv.Itoa(max(l.HoldersTotal, len(l.Holders))), strconv.Itoa(max(l.WaitersTotal, len(l.Waiters)))})
 			}
 			return printTable(a.stdout, []string{"name", "active", "limit", "active slots", "slot decay per second", "next slot in",

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/olekukonko/tablewriter"
 
@@ -120,4 +121,40 @@ func nextSlot(info *client.LimitInfo) string {
 	default:
 		return "now"
 	}
+}
+
+// displayText makes text that other users chose (a holder, anything an
+// event carries) safe to print on a terminal: every character that is not
+// printable (control characters such as ESC and CR, which could move the
+// cursor, erase lines or recolour the operator's screen, and invisible
+// format characters such as bidi overrides) is escaped as strconv.Quote
+// would escape it (\r, \x1b, \u202e), and every byte of invalid UTF-8 as
+// \xNN; no quotes are added. Printable text comes back unchanged. JSON
+// output needs none of this: it is escaped already.
+func displayText(text string) string {
+	clean := true
+	for _, r := range text {
+		if r == utf8.RuneError || !strconv.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return text
+	}
+	var b strings.Builder
+	for i := 0; i < len(text); {
+		r, size := utf8.DecodeRuneInString(text[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", text[i])
+		case strconv.IsPrint(r):
+			b.WriteString(text[i : i+size])
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }

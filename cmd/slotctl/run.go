@@ -160,7 +160,7 @@ func (a *app) run(names, command []string, rf runFlags) error {
 	case <-lease.Done():
 		if lerr := lease.Err(); lerr != nil {
 			fmt.Fprintf(a.stderr, "slotctl: lease lost on %s while %s ran (%s): sending it SIGTERM\n",
-				strings.Join(names, ","), command[0], strings.TrimPrefix(lerr.Error(), "slotbroker: "))
+				strings.Join(names, ","), displayText(command[0]), displayText(strings.TrimPrefix(lerr.Error(), "slotbroker: ")))
 			c.signal(syscall.SIGTERM)
 		}
 		<-c.done
@@ -175,7 +175,7 @@ func (a *app) release(lease *client.Lease, names []string) {
 	defer cancel()
 	if err := lease.Release(ctx); err != nil {
 		fmt.Fprintf(a.stderr, "slotctl: warning: could not release the lease on %s (%s); it will expire\n",
-			strings.Join(names, ","), strings.TrimPrefix(err.Error(), "slotbroker: "))
+			strings.Join(names, ","), displayText(strings.TrimPrefix(err.Error(), "slotbroker: ")))
 	}
 }
 

@@ -74,15 +74,16 @@ func (e *waitExplainer) done() {
 	<-e.finished
 }
 
-// describeHolders lists who holds a limit's slots.
+// describeHolders lists who holds a limit's slots. Holder texts are quoted
+// with %q, which escapes what displayText escapes.
 func describeHolders(info *client.LimitInfo, now time.Time) string {
 	if len(info.Holders) == 0 && info.HoldersTotal == 0 {
-		return fmt.Sprintf("%s has no holders (%d of %d slots occupied)", info.Name, info.ActiveSlots, info.Limit.Limit)
+		return fmt.Sprintf("%s has no holders (%d of %d slots occupied)", displayText(info.Name), info.ActiveSlots, info.Limit.Limit)
 	}
 	parts := make([]string, 0, len(info.Holders))
 	for _, h := range info.Holders {
 		parts = append(parts, fmt.Sprintf("lease %s (%d slot(s), holder %q, token %d, since %s)",
-			h.LeaseID, h.Occupy, orDash(h.Holder), h.Token, formatTime(h.AcquiredAt, now)))
+			displayText(h.LeaseID), h.Occupy, orDash(h.Holder), h.Token, formatTime(h.AcquiredAt, now)))
 	}
 	switch more := info.HoldersTotal - len(info.Holders); {
 	case more > 0 && len(parts) == 0:

@@ -81,14 +81,16 @@ func writeJSONLine(w io.Writer, v any) error {
 }
 
 // eventLine renders an event: time, limit, kind, then the fields it has.
+// Its texts are quoted (%q) or go through displayText: anyone who may
+// publish on the events subjects chooses them, and a holder is any user's.
 func eventLine(ev client.Event) string {
 	at := ev.At
 	if at.IsZero() {
 		at = time.Now()
 	}
-	parts := []string{at.Local().Format("2006-01-02T15:04:05.000Z07:00"), ev.Limit, ev.Kind}
+	parts := []string{at.Local().Format("2006-01-02T15:04:05.000Z07:00"), displayText(ev.Limit), displayText(ev.Kind)}
 	if ev.LeaseID != "" {
-		parts = append(parts, "lease="+ev.LeaseID)
+		parts = append(parts, "lease="+displayText(ev.LeaseID))
 	}
 	if ev.Holder != "" {
 		parts = append(parts, fmt.Sprintf("holder=%q", ev.Holder))
