@@ -248,17 +248,23 @@ func rsHoldersAndWaiters(t *testing.T, mode rsMode) {
 	for i := range m {
 		who := fmt.Sprintf("W%d", i+1)
 		c := ev.client()
+		// The queued reply comes once the waiter is stored: a crash after
+		// it must keep the waiter (before it, the waiter may be lost, and
+		// its client retries).
+		queued := make(chan struct{})
 		go func() {
-			l, err := c.Acquire(ctx, name, 1, client.WithLeaseTTL(ttl), client.WithHolder(who))
+			l, err := c.Acquire(ctx, name, 1, client.WithLeaseTTL(ttl), client.WithHolder(who),
+				client.WithQueued(func(int) { close(queued) }))
 			if err == nil {
 				tr.begin(who)
 			}
 			grants <- granted{who, l, err}
 		}()
-		eventually(t, 10*time.Second, who+" queued", func() bool {
-			info, err := admin.GetLimit(ctx, name)
-			return err == nil && len(info.Waiters) == i+1
-		})
+		select {
+		case <-queued:
+		case <-ctx.Done():
+			t.Fatalf("%s not queued", who)
+		}
 	}
 	before, err := admin.GetLimit(ctx, name)
 	if err != nil {
