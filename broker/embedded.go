@@ -23,6 +23,8 @@ type NATSConfig struct {
 	StoreDir string
 	// SyncInterval is how often JetStream fsyncs (0: the server's default, 2 minutes).
 	SyncInterval time.Duration
+	// SyncAlways makes JetStream fsync every write before acknowledging it.
+	SyncAlways bool
 	// ServerName names the server (default "slotbroker").
 	ServerName string
 }
@@ -73,7 +75,7 @@ func StartNATS(cfg NATSConfig) (*server.Server, error) {
 	}
 	s, err := server.NewServer(&server.Options{
 		ServerName: name, Host: host, Port: port, JetStream: true, StoreDir: cfg.StoreDir,
-		SyncInterval: cfg.SyncInterval, NoSigs: true, NoLog: true, MaxPayload: 8 << 20,
+		SyncInterval: cfg.SyncInterval, SyncAlways: cfg.SyncAlways, NoSigs: true, NoLog: true, MaxPayload: 8 << 20,
 	})
 	if err != nil {
 		return nil, configErr("nats server: %v", err)

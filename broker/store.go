@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -225,6 +226,31 @@ func (b *Broker) dropLegacy(ctx context.Context, recs map[string][]byte) {
 // again), then waiters in the order they were queued. Records that cannot be
 // served are logged and skipped.
 func (b *Broker) restore(recs map[string][]byte, lastToken uint64) {
+	loaded := decodeRecords(recs, b.opts.prefix, func(msg, key string, detail any) { b.log.Warn(msg, "key", key, "detail", detail) })
+	b.mu.Lock()
+	now := b.now()
+	fx := &effects{}
+	expired := restoreState(b.st, loaded, lastToken, now, fx)
+	bt := b.applyLocked(fx)
+	b.mu.Unlock()
+	b.log.Info("state loaded", "limits", len(loaded.limits), "leases", len(loaded.leases), "waiters", len(loaded.waiters), "expired", expired)
+	b.inflight.Add(1)
+	go func() {
+		defer b.inflight.Done()
+		_ = b.finish(bt)
+	}()
+}
+
+// loadedRecords are the decoded records of a record set.
+type loadedRecords struct {
+	limits  []limitRecord
+	leases  []leaseRecord
+	waiters []waiterRecord
+}
+
+// decodeRecords decodes and checks records; those that cannot be served are
+// reported to warn and skipped. Waiters come in the order they were queued.
+func decodeRecords(recs map[string][]byte, prefix string, warn func(msg, key string, detail any)) loadedRecords {
 	var limits []limitRecord
 	var leases []leaseRecord
 	var waiters []waiterRecord
@@ -242,7 +268,7 @@ func (b *Broker) restore(recs map[string][]byte, lastToken uint64) {
 			if derr = strictJSON(val, &r); derr == nil {
 				var note string
 				if note, derr = checkLimitRecord(key, &r); note != "" {
-					b.log.Warn("a stored limit is outside today's bounds: serving it within them", "key", key, "change", note)
+					warn("a stored limit is outside today's bounds: serving it within them", key, note)
 				}
 			}
 			if derr == nil {
@@ -251,7 +277,7 @@ func (b *Broker) restore(recs map[string][]byte, lastToken uint64) {
 		case leaseKeyPrefix:
 			var r leaseRecord
 			if derr = strictJSON(val, &r); derr == nil {
-				derr = b.checkNotifyRecord(r.Notify, true)
+				derr = checkNotifyRecord(r.Notify, prefix, true)
 			}
 			if derr == nil {
 				leases = append(leases, r)
@@ -259,22 +285,27 @@ func (b *Broker) restore(recs map[string][]byte, lastToken uint64) {
 		case waiterKeyPrefix:
 			var r waiterRecord
 			if derr = strictJSON(val, &r); derr == nil {
-				derr = b.checkNotifyRecord(r.Notify, false)
+				derr = checkNotifyRecord(r.Notify, prefix, false)
 			}
 			if derr == nil {
 				waiters = append(waiters, r)
 			}
 		}
 		if derr != nil {
-			b.log.Warn("skipping a stored record that cannot be served", "key", key, "err", derr)
+			warn("skipping a stored record that cannot be served", key, derr)
 		}
 	}
 	sort.SliceStable(waiters, func(i, j int) bool { return waiters[i].Order < waiters[j].Order })
+	return loadedRecords{limits: limits, leases: leases, waiters: waiters}
+}
 
-	b.mu.Lock()
-	now := b.now()
-	fx := &effects{}
-	st := b.st
+// restoreState rebuilds st from loaded records at now: limits, then leases
+// (expired ones are dropped at once, grants not yet accepted are pushed
+// again), then waiters in the order they were queued, then dispatches. It
+// returns how many leases it expired. The same code serves a start and the
+// replay property test.
+func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time, fx *effects) int {
+	limits, leases, waiters := rec.limits, rec.leases, rec.waiters
 	st.lastToken = lastToken
 	for _, r := range limits {
 		ls := newLimitState(r.Limit)
@@ -344,14 +375,7 @@ func (b *Broker) restore(recs map[string][]byte, lastToken uint64) {
 		st.dispatch(now, fx, n)
 		fx.wake = append(fx.wake, n)
 	}
-	bt := b.applyLocked(fx)
-	b.mu.Unlock()
-	b.log.Info("state loaded", "limits", len(limits), "leases", len(leases), "waiters", len(waiters), "expired", len(expired))
-	b.inflight.Add(1)
-	go func() {
-		defer b.inflight.Done()
-		_ = b.finish(bt)
-	}()
+	return len(expired)
 }
 
 // strictJSON decodes a record, refusing fields no record has (a value
@@ -399,11 +423,11 @@ func checkLimitRecord(key string, r *limitRecord) (string, error) {
 }
 
 // checkNotifyRecord checks a stored notify subject (optional for leases).
-func (b *Broker) checkNotifyRecord(notify string, optional bool) error {
+func checkNotifyRecord(notify, prefix string, optional bool) error {
 	if notify == "" && optional {
 		return nil
 	}
-	if e := messages.CheckPushSubject(notify, b.opts.prefix); e != nil {
+	if e := messages.CheckPushSubject(notify, prefix); e != nil {
 		return e
 	}
 	return nil

@@ -118,12 +118,21 @@ func (bi *brokerInst) start(ctx context.Context, probe string) (time.Duration, e
 	return d, nil
 }
 
+// brokerSyncAlways runs the daemon with --sync-always (flag --sync-always).
+var brokerSyncAlways bool
+
 func (bi *brokerInst) startProc() error {
 	out, err := os.OpenFile(bi.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bi.bin, "--listen", bi.listen, "--data", bi.dir, "--sync-interval", syncInterval.String())
+	args := []string{"--listen", bi.listen, "--data", bi.dir}
+	if brokerSyncAlways {
+		args = append(args, "--sync-always")
+	} else {
+		args = append(args, "--sync-interval", syncInterval.String())
+	}
+	cmd := exec.Command(bi.bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

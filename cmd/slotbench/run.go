@@ -53,6 +53,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.noPeer, "no-redis", false, "skip the Redis peer (e.g. to profile only slotbroker)")
 	fs.BoolVar(&c.inproc, "inproc", false, "run the broker inside the bench process (for --cpuprofile) instead of the slotbroker binary")
 	fs.StringVar(&c.bin, "slotbroker", "", "use this slotbroker binary instead of building ./cmd/slotbroker")
+	fs.BoolVar(&brokerSyncAlways, "sync-always", false, "run the slotbroker daemon with --sync-always (fsync every append) instead of --sync-interval 1s")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the bench process (with --inproc it includes the broker)")
 	fs.StringVar(&c.memprofile, "memprofile", "", "scenario g: write a heap profile of the bench process once the leases and waiters are in (use with --inproc)")
 	fs.IntVar(&c.limitsF, "restart-limits", 0, "scenario f: limits (default 10000, 1000 with --quick)")

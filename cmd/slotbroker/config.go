@@ -18,6 +18,7 @@ const (
 	flagListen       = "listen"
 	flagData         = "data"
 	flagSyncInterval = "sync-interval"
+	flagSyncAlways   = "sync-always"
 	flagNATS         = "nats"
 	flagUser         = "user"
 	flagPassword     = "password"
@@ -53,6 +54,8 @@ type Config struct {
 	Listen       string
 	Data         string
 	SyncInterval time.Duration
+	// SyncAlways makes the embedded JetStream fsync every write.
+	SyncAlways bool
 
 	// External NATS server and its credentials.
 	NATS     string
@@ -96,6 +99,7 @@ func defaultConfig() Config {
 		LeaseTTL:    broker.DefaultLeaseTTL,
 		MaxLeaseTTL: broker.DefaultMaxLeaseTTL,
 
+		SyncAlways:         true,
 		GrantTimeout:       broker.DefaultGrantTimeout,
 		MaxWaitersPerInbox: broker.DefaultMaxWaitersPerInbox,
 		MaxWaiters:         broker.DefaultMaxWaiters,
@@ -112,7 +116,7 @@ func (c *Config) validate() error {
 		return err
 	}
 	if c.external() {
-		for _, f := range []string{flagListen, flagData, flagSyncInterval} {
+		for _, f := range []string{flagListen, flagData, flagSyncInterval, flagSyncAlways} {
 			if c.explicit[f] {
 				return configErr("--%s is for the embedded NATS server, but --nats (or $NATS_URL) is set: give one or the other", f)
 			}
@@ -126,6 +130,12 @@ func (c *Config) validate() error {
 		}
 		if c.SyncInterval < 0 {
 			return configErr("--sync-interval %v: give a positive duration, or 0 for the server's default", c.SyncInterval)
+		}
+		if c.explicit[flagSyncInterval] {
+			if c.SyncAlways && c.explicit[flagSyncAlways] {
+				return configErr("--sync-always and --sync-interval: give one or the other")
+			}
+			c.SyncAlways = false // an interval given replaces the default
 		}
 		for _, f := range []string{flagUser, flagPassword, flagCreds, flagNKey, flagTLSCA, flagTLSCert, flagTLSKey, flagInboxPrefix} {
 			if c.explicit[f] {

@@ -172,7 +172,7 @@ func (d *daemon) connectExternal() error {
 
 func (d *daemon) startEmbedded() error {
 	srv, err := broker.StartNATS(broker.NATSConfig{
-		Listen: d.cfg.Listen, StoreDir: d.cfg.Data, SyncInterval: d.cfg.SyncInterval,
+		Listen: d.cfg.Listen, StoreDir: d.cfg.Data, SyncInterval: d.cfg.SyncInterval, SyncAlways: d.cfg.SyncAlways,
 	})
 	if err != nil {
 		return err
