@@ -334,7 +334,7 @@ func (b *Broker) failJournal(err error) {
 		close(s.g.done)
 	}
 	b.mu.Unlock()
-	b.die(fmt.Errorf("%w: %v", ErrUnavailable, err))
+	b.die(fmt.Errorf("%w: %w", ErrUnavailable, err))
 	if b.svc != nil {
 		go func() { _ = b.svc.stop() }()
 	}
