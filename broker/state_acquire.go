@@ -22,147 +22,219 @@ func (s *state) acquire(now time.Time, primary string, req *messages.AcquireRequ
 	return s.acquireFrom(now, primary, req, enc, inboxOf(req.Notify), fx)
 }
 
-// acquireFrom is acquire for a requester whose queued acquisitions count
-// against quota (waiters.go).
-func (s *state) acquireFrom(now time.Time, primary string, req *messages.AcquireRequest, enc messages.Encoding, quota string, fx *effects) acquireResult {
-	fail := func(e *messages.Error) acquireResult { return acquireResult{reply: messages.AcquireReply{Error: e}} }
+// acquisition is one AcquireRequest on its way through acquireFrom's steps.
+type acquisition struct {
+	req      *messages.AcquireRequest
+	enc      messages.Encoding
+	quota    string
+	names    []string // the limits named, deduplicated, the subject's first
+	ttl      time.Duration
+	enforced []*limitState
+	reply    messages.AcquireReply
+}
 
-	names := dedupe(append([]string{primary}, req.Names...))
-	if len(names) > messages.MaxNames {
-		return fail(messages.Errorf(messages.CodeInvalidArgument, "%d limits named: the maximum is %d", len(names), messages.MaxNames))
+func failed(e *messages.Error) acquireResult {
+	return acquireResult{reply: messages.AcquireReply{Error: e}}
+}
+
+// acquireFrom is acquire for a requester whose queued acquisitions count
+// against quota (waiters.go). Its steps, in order (PROTOCOL.md §7.1):
+// check the request, answer a known wait id, sort the limits into missing,
+// inactive and enforced, then grant now, refuse a try, or queue.
+func (s *state) acquireFrom(now time.Time, primary string, req *messages.AcquireRequest, enc messages.Encoding, quota string, fx *effects) acquireResult {
+	a := &acquisition{req: req, enc: enc, quota: quota, names: dedupe(append([]string{primary}, req.Names...))}
+	if e := s.checkAcquisition(a); e != nil {
+		return failed(e)
 	}
-	for _, n := range names {
+	if r, ok := s.knownWait(now, a, fx); ok {
+		return r
+	}
+	if e := s.sortLimits(a); e != nil {
+		return failed(e)
+	}
+	a.reply.Status = messages.StatusGranted
+	if len(a.enforced) == 0 {
+		if req.Count > 1 {
+			a.reply.Admitted = req.Count
+		}
+		return acquireResult{reply: a.reply}
+	}
+	if a.grantable(now) {
+		if req.Rate {
+			return s.admitNow(now, a, fx)
+		}
+		return s.leaseNow(now, a, fx)
+	}
+	if req.Try || req.Notify == "" {
+		a.countDenied(max(req.Count, 1))
+		return failed(noSlotsError(now, a.enforced, req.Occupy))
+	}
+	return s.queue(now, a, fx)
+}
+
+// checkAcquisition checks the request's fields (§3.1) and resolves its TTL.
+func (s *state) checkAcquisition(a *acquisition) *messages.Error {
+	req := a.req
+	if len(a.names) > messages.MaxNames {
+		return messages.Errorf(messages.CodeInvalidArgument, "%d limits named: the maximum is %d", len(a.names), messages.MaxNames)
+	}
+	for _, n := range a.names {
 		if e := messages.ValidateName(n); e != nil {
-			return fail(e)
+			return e
 		}
 	}
-
 	if req.Occupy <= 0 || req.Occupy > messages.MaxLimit {
-		return fail(messages.Errorf(messages.CodeInvalidOccupy, "occupy is %d: ask for 1 to %d slots", req.Occupy, messages.MaxLimit))
+		return messages.Errorf(messages.CodeInvalidOccupy, "occupy is %d: ask for 1 to %d slots", req.Occupy, messages.MaxLimit)
 	}
 	if req.Count < 0 || req.Count > messages.MaxCount || (req.Count > 1 && !(req.Rate && req.Try)) {
-		return fail(messages.Errorf(messages.CodeInvalidArgument, "count is %d: give 0 to %d, and more than 1 only with rate and try", req.Count, messages.MaxCount))
+		return messages.Errorf(messages.CodeInvalidArgument, "count is %d: give 0 to %d, and more than 1 only with rate and try", req.Count, messages.MaxCount)
 	}
 	if e := messages.CheckHolder(req.Holder); e != nil {
-		return fail(e)
-	}
-	ttl, e := s.ttl.resolve(req.TTLMillis)
-	if e != nil {
-		return fail(e)
+		return e
 	}
 	if req.WaitID != "" {
 		if e := validateID("wait_id", req.WaitID); e != nil {
-			return fail(e)
-		}
-		if r, ok := s.retried(now, names, req, fx); ok {
-			return acquireResult{reply: r}
-		}
-		if n, gone := s.waits.lookup(req.WaitID); gone {
-			if n > 0 {
-				// Answered only once a stored record covers the admission
-				// (its first answer may have been a failed write).
-				s.markRateDirty(names, fx)
-				r := messages.AcquireReply{Status: messages.StatusGranted, WaitID: req.WaitID}
-				if req.Count > 1 {
-					r.Admitted = n
-				}
-				return acquireResult{reply: r}
-			}
-			return fail(messages.Errorf(messages.CodeBadRequest, "wait_id %q was cancelled before this acquisition arrived", req.WaitID))
+			return e
 		}
 	}
+	var e *messages.Error
+	a.ttl, e = s.ttl.resolve(req.TTLMillis)
+	return e
+}
 
-	var reply messages.AcquireReply
-	var enforced []*limitState
-	for _, n := range names {
+// knownWait answers a request whose wait id the broker knows: a retry, an
+// admission remembered, or a wait cancelled before it arrived.
+func (s *state) knownWait(now time.Time, a *acquisition, fx *effects) (acquireResult, bool) {
+	req := a.req
+	if req.WaitID == "" {
+		return acquireResult{}, false
+	}
+	if r, ok := s.retried(now, a.names, req, fx); ok {
+		return acquireResult{reply: r}, true
+	}
+	n, gone := s.waits.lookup(req.WaitID)
+	if !gone {
+		return acquireResult{}, false
+	}
+	if n == 0 {
+		return failed(messages.Errorf(messages.CodeBadRequest, "wait_id %q was cancelled before this acquisition arrived", req.WaitID)), true
+	}
+	// Answered only once a stored record covers the admission (its first
+	// answer may not have been stored).
+	s.markRateDirty(a.names, fx)
+	r := messages.AcquireReply{Status: messages.StatusGranted, WaitID: req.WaitID}
+	if req.Count > 1 {
+		r.Admitted = n
+	}
+	return acquireResult{reply: r}, true
+}
+
+// sortLimits sorts the named limits into missing, inactive (both refused
+// in strict mode) and enforced, and checks the request against the
+// enforced ones.
+func (s *state) sortLimits(a *acquisition) *messages.Error {
+	for _, n := range a.names {
 		ls := s.limits[n]
 		switch {
-		case ls == nil && req.Strict:
-			return fail(messages.Errorf(messages.CodeNotFound, "limit %q does not exist: create it first (strict mode)", n))
+		case ls == nil && a.req.Strict:
+			return messages.Errorf(messages.CodeNotFound, "limit %q does not exist: create it first (strict mode)", n)
 		case ls == nil:
-			reply.Missing = append(reply.Missing, n)
-		case !ls.cfg.Active && req.Strict:
-			return fail(messages.Errorf(messages.CodeInactive, "limit %q is inactive: enable it or acquire without strict mode", n))
+			a.reply.Missing = append(a.reply.Missing, n)
+		case !ls.cfg.Active && a.req.Strict:
+			return messages.Errorf(messages.CodeInactive, "limit %q is inactive: enable it or acquire without strict mode", n)
 		case !ls.cfg.Active:
-			reply.Inactive = append(reply.Inactive, n)
+			a.reply.Inactive = append(a.reply.Inactive, n)
 		default:
-			enforced = append(enforced, ls)
+			a.enforced = append(a.enforced, ls)
 		}
 	}
-	for _, ls := range enforced {
-		if req.Occupy > ls.cfg.Limit {
-			return fail(messages.Errorf(messages.CodeInvalidOccupy, "occupy %d is greater than limit %q's %d slots: it could never be granted", req.Occupy, ls.cfg.Name, ls.cfg.Limit))
+	for _, ls := range a.enforced {
+		if a.req.Occupy > ls.cfg.Limit {
+			return messages.Errorf(messages.CodeInvalidOccupy, "occupy %d is greater than limit %q's %d slots: it could never be granted", a.req.Occupy, ls.cfg.Name, ls.cfg.Limit)
 		}
-		if req.Rate && ls.cfg.SlotDecayPerSecond <= 0 {
-			return fail(messages.Errorf(messages.CodeNotRateLimit, "limit %q has no slot decay: only limits with slot_decay_per_second > 0 can be used for rate limiting", ls.cfg.Name))
+		if a.req.Rate && ls.cfg.SlotDecayPerSecond <= 0 {
+			return messages.Errorf(messages.CodeNotRateLimit, "limit %q has no slot decay: only limits with slot_decay_per_second > 0 can be used for rate limiting", ls.cfg.Name)
 		}
 	}
-	reply.Status = messages.StatusGranted
-	if len(enforced) == 0 {
-		if req.Count > 1 {
-			reply.Admitted = req.Count
-		}
-		return acquireResult{reply: reply}
-	}
+	return nil
+}
 
-	enforcedNames := make([]string, len(enforced))
-	ready := true
-	for i, ls := range enforced {
-		enforcedNames[i] = ls.cfg.Name
-		if ls.queue.Len() > 0 || !ls.hasRoom(now, req.Occupy) {
-			ready = false
+// grantable tells whether every enforced limit has nobody queued and room.
+func (a *acquisition) grantable(now time.Time) bool {
+	for _, ls := range a.enforced {
+		if ls.queue.Len() > 0 || !ls.hasRoom(now, a.req.Occupy) {
+			return false
 		}
 	}
-	if ready {
-		if req.Rate {
-			n := fitting(now, enforced, req.Occupy, max(req.Count, 1))
-			s.admit(now, enforced, n*req.Occupy, req.Holder, fx)
-			for _, ls := range enforced {
-				if !req.Probe {
-					ls.denied = addSat(ls.denied, int64((max(req.Count, 1)-n)*req.Occupy))
-				}
-			}
-			s.rememberAdmitted(now, req.WaitID, n)
-			if req.Count > 1 {
-				reply.Admitted = n
-			}
-			return acquireResult{reply: reply}
-		}
-		l := s.newLease(now, enforcedNames, req.Occupy, req.Holder, ttl, req.WaitID)
-		l.scope, l.key = names, req.Key
-		fx.put(leaseKey(l.id), l.record())
-		fx.arm = append(fx.arm, l)
-		for _, ls := range enforced {
-			fx.event(now, messages.EventAcquired, ls.cfg.Name, l, ls.free(now))
-		}
-		reply.Lease = l.grant()
-		return acquireResult{reply: reply, lease: l}
+	return true
+}
+
+// enforcedNames are the names of the enforced limits, in request order.
+func (a *acquisition) enforcedNames() []string {
+	out := make([]string, len(a.enforced))
+	for i, ls := range a.enforced {
+		out[i] = ls.cfg.Name
 	}
-	if req.Try || req.Notify == "" {
-		for _, ls := range enforced {
-			if !req.Probe {
-				ls.denied = addSat(ls.denied, int64(max(req.Count, 1)*req.Occupy))
-			}
-		}
-		return fail(noSlotsError(now, enforced, req.Occupy))
+	return out
+}
+
+// countDenied adds n refused admissions to the enforced limits' denied
+// slots (not for a probe, whose callers go on to queue).
+func (a *acquisition) countDenied(n int) {
+	if a.req.Probe {
+		return
 	}
-	if e := s.waiterRoom(quota); e != nil {
-		return fail(e)
+	for _, ls := range a.enforced {
+		ls.denied = addSat(ls.denied, int64(n*a.req.Occupy))
+	}
+}
+
+// admitNow admits a rate request: as many admissions as fit, up to count.
+func (s *state) admitNow(now time.Time, a *acquisition, fx *effects) acquireResult {
+	req := a.req
+	n := fitting(now, a.enforced, req.Occupy, max(req.Count, 1))
+	s.admit(now, a.enforced, n*req.Occupy, req.Holder, fx)
+	a.countDenied(max(req.Count, 1) - n)
+	s.rememberAdmitted(now, req.WaitID, n)
+	if req.Count > 1 {
+		a.reply.Admitted = n
+	}
+	return acquireResult{reply: a.reply}
+}
+
+// leaseNow grants a lease at once.
+func (s *state) leaseNow(now time.Time, a *acquisition, fx *effects) acquireResult {
+	req := a.req
+	l := s.newLease(now, a.enforcedNames(), req.Occupy, req.Holder, a.ttl, req.WaitID)
+	l.scope, l.key = a.names, req.Key
+	fx.put(leaseKey(l.id), l.record())
+	fx.arm = append(fx.arm, l)
+	for _, ls := range a.enforced {
+		fx.event(now, messages.EventAcquired, ls.cfg.Name, l, ls.free(now))
+	}
+	a.reply.Lease = l.grant()
+	return acquireResult{reply: a.reply, lease: l}
+}
+
+// queue puts the acquisition at the tail of every enforced limit's queue.
+func (s *state) queue(now time.Time, a *acquisition, fx *effects) acquireResult {
+	req := a.req
+	if e := s.waiterRoom(a.quota); e != nil {
+		return failed(e)
 	}
 	if req.WaitID == "" {
 		req.WaitID = s.newID()
 	}
-	w := &waiter{id: req.WaitID, names: enforcedNames, occupy: req.Occupy, holder: req.Holder, ttl: ttl, since: now,
-		notify: req.Notify, enc: enc, rate: req.Rate, scope: names, key: req.Key, quota: quota}
+	names := a.enforcedNames()
+	w := &waiter{id: req.WaitID, names: names, occupy: req.Occupy, holder: req.Holder, ttl: a.ttl, since: now,
+		notify: req.Notify, enc: a.enc, rate: req.Rate, scope: a.names, key: req.Key, quota: a.quota}
 	s.nextOrder++
 	w.order = s.nextOrder
 	s.enqueue(w)
 	fx.put(waiterKey(w.id), w.record())
-	fx.wake = append(fx.wake, enforcedNames...)
-	reply.WaitID = w.id
-	reply.Status = messages.StatusQueued
-	reply.Position = enforced[0].queue.Len()
-	return acquireResult{reply: reply}
+	fx.wake = append(fx.wake, names...)
+	a.reply.WaitID, a.reply.Status, a.reply.Position = w.id, messages.StatusQueued, a.enforced[0].queue.Len()
+	return acquireResult{reply: a.reply}
 }
 
 // retried answers a request whose wait id the broker already knows. The
