@@ -11,14 +11,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/slotbroker/slotbroker/broker"
+	"github.com/slotbroker/slotbroker/broker/brokertest"
 	"github.com/slotbroker/slotbroker/client"
 	"github.com/slotbroker/slotbroker/messages"
 )
 
-func embedded(t *testing.T) *broker.Embedded {
+func embedded(t *testing.T) *brokertest.Embedded {
 	t.Helper()
-	e, err := broker.NewEmbedded(broker.EmbeddedConfig{StoreDir: t.TempDir()})
+	e, err := brokertest.NewEmbedded(brokertest.EmbeddedConfig{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func embedded(t *testing.T) *broker.Embedded {
 	return e
 }
 
-func newClient(t *testing.T, e *broker.Embedded, opts ...client.Option) (*client.Client, *nats.Conn) {
+func newClient(t *testing.T, e *brokertest.Embedded, opts ...client.Option) (*client.Client, *nats.Conn) {
 	t.Helper()
 	nc, err := nats.Connect(e.URL)
 	if err != nil {
@@ -42,7 +42,7 @@ func newClient(t *testing.T, e *broker.Embedded, opts ...client.Option) (*client
 }
 
 // countAcquires counts the acquire requests sent on name.
-func countAcquires(t *testing.T, e *broker.Embedded, nc *nats.Conn, name string) *atomic.Int64 {
+func countAcquires(t *testing.T, e *brokertest.Embedded, nc *nats.Conn, name string) *atomic.Int64 {
 	t.Helper()
 	var n atomic.Int64
 	if _, err := nc.Subscribe(e.Broker.Subjects().Verb(messages.VerbAcquire, name), func(*nats.Msg) { n.Add(1) }); err != nil {

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"log"
 
-	"github.com/slotbroker/slotbroker/broker"
+	"github.com/slotbroker/slotbroker/broker/brokertest"
 	"github.com/slotbroker/slotbroker/client"
 )
 
 // Acquire holds slots until Release; the lease is renewed in the background.
 func ExampleClient_Acquire() {
-	c, stop, err := broker.StartEmbedded(nil) // in a test: broker.StartEmbedded(t)
+	c, stop, err := brokertest.StartEmbedded(nil) // in a test: brokertest.StartEmbedded(t)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func ExampleClient_Acquire() {
 
 // Do runs a function while holding the slots and releases them however it ends.
 func ExampleClient_Do() {
-	c, stop, err := broker.StartEmbedded(nil)
+	c, stop, err := brokertest.StartEmbedded(nil)
 	if err != nil {
 		log.Fatal(err)
 	}

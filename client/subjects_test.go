@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/slotbroker/slotbroker/broker"
+	"github.com/slotbroker/slotbroker/broker/brokertest"
 	"github.com/slotbroker/slotbroker/client"
 	"github.com/slotbroker/slotbroker/messages"
 )
@@ -288,7 +288,7 @@ func TestLeaseTTLUnderAMillisecondRefusedLocally(t *testing.T) {
 // limits sent to acquire-many, and a queued one too (its grant carries the
 // key). Needs the broker's acquire-many endpoint and grant keys.
 func TestMultiLimitAcquireOnBroker(t *testing.T) {
-	e, err := broker.NewEmbedded(broker.EmbeddedConfig{StoreDir: t.TempDir()})
+	e, err := brokertest.NewEmbedded(brokertest.EmbeddedConfig{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

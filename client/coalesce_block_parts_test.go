@@ -12,7 +12,7 @@ import (
 	"github.com/slotbroker/slotbroker/messages"
 )
 
-// TestReviewFinalOrderAcrossMaxCountParts: more than MaxCount RateLimit
+// TestCoalescedRateLimitOrderAcrossMaxCountParts: more than MaxCount RateLimit
 // calls wait behind the leader while the limit has room. admitBatch sends
 // one probe per part of MaxCount; the first part is admitted only in part
 // (the limit fills), its refused calls are kept for their turns, and then
@@ -20,7 +20,7 @@ import (
 // go to the last call, ahead of ~500 earlier calls of the same Client that
 // were refused and still wait for their turns. FIFO among one Client's
 // RateLimit calls is broken.
-func TestReviewFinalOrderAcrossMaxCountParts(t *testing.T) {
+func TestCoalescedRateLimitOrderAcrossMaxCountParts(t *testing.T) {
 	e := embedded(t)
 	c, _ := rvQuietClient(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -64,7 +64,7 @@ func TestReviewFinalOrderAcrossMaxCountParts(t *testing.T) {
 	}
 }
 
-// TestReviewFinalLeaderOutageTwoWindows: the leader's request meets no
+// TestCoalescedRateLimitLeaderOutageTwoWindows: the leader's request meets no
 // broker and fails with ErrUnavailable after WithRetryFor. The calls that
 // waited behind it all that time do not fail with it: the loop sends the
 // probe (fails at once), then the first call's own turn is retried for a
@@ -72,7 +72,7 @@ func TestReviewFinalOrderAcrossMaxCountParts(t *testing.T) {
 // leader fails after two windows instead of one (a turn that finds no
 // broker fails the later turns at once, but the leader is not counted as
 // one).
-func TestReviewFinalLeaderOutageTwoWindows(t *testing.T) {
+func TestCoalescedRateLimitLeaderOutageTwoWindows(t *testing.T) {
 	const window = time.Second
 	e := embedded(t)
 	c, _ := rvQuietClient(t, e, client.WithRetryFor(window))
@@ -112,11 +112,11 @@ func TestReviewFinalLeaderOutageTwoWindows(t *testing.T) {
 	}
 }
 
-// TestReviewFinalStressGiveUps (passes): many RateLimit calls on one key,
+// TestCoalescedRateLimitStressGiveUps (passes): many RateLimit calls on one key,
 // contended and not, a third giving up at random moments, while the limit
 // goes between room and contention. Every call returns (nil or its context
 // error), nothing races, and no goroutine of the coalescer stays behind.
-func TestReviewFinalStressGiveUps(t *testing.T) {
+func TestCoalescedRateLimitStressGiveUps(t *testing.T) {
 	e := embedded(t)
 	c, _ := rvQuietClient(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -12,13 +12,14 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/slotbroker/slotbroker/broker"
+	"github.com/slotbroker/slotbroker/broker/brokertest"
 	"github.com/slotbroker/slotbroker/client"
 	"github.com/slotbroker/slotbroker/messages"
 )
 
 // rvQuietClient is a Client on its own connection that drops the expected
 // warnings (a wait that could not be withdrawn while no broker answers).
-func rvQuietClient(t *testing.T, e *broker.Embedded, opts ...client.Option) (*client.Client, *nats.Conn) {
+func rvQuietClient(t *testing.T, e *brokertest.Embedded, opts ...client.Option) (*client.Client, *nats.Conn) {
 	t.Helper()
 	return newClient(t, e, append(opts, client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))...)
 }
@@ -26,7 +27,7 @@ func rvQuietClient(t *testing.T, e *broker.Embedded, opts ...client.Option) (*cl
 // rvStopBroker stops the embedded broker; the NATS server stays up, so
 // requests meet no responders and the client retries them. (Errors do not
 // stop the test: it also runs in a rate call hook, on a call's goroutine.)
-func rvStopBroker(t *testing.T, e *broker.Embedded) {
+func rvStopBroker(t *testing.T, e *brokertest.Embedded) {
 	t.Helper()
 	if err := e.Broker.Stop(); err != nil {
 		t.Errorf("stop broker: %v", err)
@@ -34,7 +35,7 @@ func rvStopBroker(t *testing.T, e *broker.Embedded) {
 }
 
 // rvStartBroker starts a new broker on the embedded connection and store.
-func rvStartBroker(t *testing.T, e *broker.Embedded) {
+func rvStartBroker(t *testing.T, e *brokertest.Embedded) {
 	t.Helper()
 	b, err := broker.New(e.Conn)
 	if err != nil {
@@ -50,13 +51,13 @@ func rvStartBroker(t *testing.T, e *broker.Embedded) {
 	e.Broker = b
 }
 
-// TestReviewBlockTimeoutWhileBatchTryRetries: a RateLimit call that waited
+// TestCoalescedRateLimitTimeoutWhileBatchTryRetries: a RateLimit call that waited
 // behind the Client's leader is taken into the next counted try. While that
 // try gets no answer (broker restarting), the call's WithTimeout must still
 // end its wait, with ErrTimeout, as it does for a lone RateLimit or Acquire
-// (TestReviewTimeoutDuringOutage). Another caller of the batch with a long
+// (TestTimeoutDuringOutage). Another caller of the batch with a long
 // context must not hold it.
-func TestReviewBlockTimeoutWhileBatchTryRetries(t *testing.T) {
+func TestCoalescedRateLimitTimeoutWhileBatchTryRetries(t *testing.T) {
 	e := embedded(t)
 	c, _ := rvQuietClient(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -117,11 +118,11 @@ func TestReviewBlockTimeoutWhileBatchTryRetries(t *testing.T) {
 	}
 }
 
-// TestReviewBlockBatchOverMaxCount: more than messages.MaxCount RateLimit
+// TestCoalescedRateLimitBatchOverMaxCount: more than messages.MaxCount RateLimit
 // calls waiting behind the Client's leader must all be admitted (the
 // TryRateLimit coalescer splits its batches at MaxCount); a counted try with
 // count > MaxCount is refused by the broker with invalid_argument.
-func TestReviewBlockBatchOverMaxCount(t *testing.T) {
+func TestCoalescedRateLimitBatchOverMaxCount(t *testing.T) {
 	e := embedded(t)
 	c, _ := rvQuietClient(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -170,14 +171,14 @@ func TestReviewBlockBatchOverMaxCount(t *testing.T) {
 	}
 }
 
-// TestReviewBlockTimeoutBehindHangingTurn: the same as
-// TestReviewBlockTimeoutWhileBatchTryRetries on the contended path. The
+// TestCoalescedRateLimitTimeoutBehindHangingTurn: the same as
+// TestCoalescedRateLimitTimeoutWhileBatchTryRetries on the contended path. The
 // limit is full, so the leader queues and the calls behind it send their own
 // requests one after the other. The broker stops just after the leader is
 // queued: the first call's request is retried while no broker answers, and
 // the call behind it must still end its wait at its WithTimeout instead of
 // waiting for the request before it.
-func TestReviewBlockTimeoutBehindHangingTurn(t *testing.T) {
+func TestCoalescedRateLimitTimeoutBehindHangingTurn(t *testing.T) {
 	e := embedded(t)
 	c, _ := rvQuietClient(t, e)
 	admin := e.Client
@@ -250,13 +251,13 @@ func TestReviewBlockTimeoutBehindHangingTurn(t *testing.T) {
 	}
 }
 
-// TestReviewBlockOutageTryAdmitsForDepartedCallers: while no broker answers,
+// TestCoalescedRateLimitOutageTryAdmitsForDepartedCallers: while no broker answers,
 // the counted try for the calls behind the leader is retried with the count
 // it was first sent with. When the broker is back it admits all of them,
 // although all but one caller had given up: their slots are taken for
 // nobody (here 20 of 21), and every waiter at the broker waits for them to
 // decay. A lone RateLimit takes nothing for a caller who gave up.
-func TestReviewBlockOutageTryAdmitsForDepartedCallers(t *testing.T) {
+func TestCoalescedRateLimitOutageTryAdmitsForDepartedCallers(t *testing.T) {
 	e := embedded(t)
 	c, nc := rvQuietClient(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -330,14 +331,14 @@ func TestReviewBlockOutageTryAdmitsForDepartedCallers(t *testing.T) {
 	}
 }
 
-// TestReviewBlockDeniedSlotsForAdmittedCallers: 12 RateLimit calls on one
+// TestCoalescedRateLimitDeniedSlotsForAdmittedCallers: 12 RateLimit calls on one
 // Client, all admitted in the end, none refused; denied_slots ("the sum of
 // occupy refused with no_slots", PROTOCOL §5.7) must stay 0 as it does for
 // 12 separate RateLimit calls. The counted try sent for the 11 calls behind
 // the first finds the one slot taken and counts all 11 as denied. (The
 // revert of the first RateLimit coalescing named this too; here it happens
 // each time the limit goes from room to contended, for the whole batch.)
-func TestReviewBlockDeniedSlotsForAdmittedCallers(t *testing.T) {
+func TestCoalescedRateLimitDeniedSlotsForAdmittedCallers(t *testing.T) {
 	e := embedded(t)
 	c, _ := rvQuietClient(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -370,7 +371,7 @@ func TestReviewBlockDeniedSlotsForAdmittedCallers(t *testing.T) {
 	}
 }
 
-// TestReviewBlockOutageFailsCallsOneRetryWindowAfterAnother: with the
+// TestCoalescedRateLimitOutageFailsCallsOneRetryWindowAfterAnother: with the
 // limit contended, the calls behind the leader send their requests one at a
 // time, each once the one before is answered. While no broker answers, each
 // is retried for the Client's WithRetryFor before it fails with
@@ -378,7 +379,7 @@ func TestReviewBlockDeniedSlotsForAdmittedCallers(t *testing.T) {
 // n-th call fails after n windows instead of one (WithRetryFor: "After that
 // they fail with ErrUnavailable"). Here 5 calls with a 1 s window: the last
 // fails after about 5 s.
-func TestReviewBlockOutageFailsCallsOneRetryWindowAfterAnother(t *testing.T) {
+func TestCoalescedRateLimitOutageFailsCallsOneRetryWindowAfterAnother(t *testing.T) {
 	const window = time.Second
 	e := embedded(t)
 	c, _ := rvQuietClient(t, e, client.WithRetryFor(window))

@@ -7,10 +7,10 @@ import (
 	"github.com/slotbroker/slotbroker/messages"
 )
 
-// TestReviewLowerLimitFailsEveryTooLargeWaiter: lowering a limit must fail
+// TestLowerLimitFailsEveryTooLargeWaiter: lowering a limit must fail
 // every waiter whose occupy exceeds it, even when failing one lets the next
 // (small) waiter be granted meanwhile.
-func TestReviewLowerLimitFailsEveryTooLargeWaiter(t *testing.T) {
+func TestLowerLimitFailsEveryTooLargeWaiter(t *testing.T) {
 	st, now := fakeState(t)
 	mustCreate(t, st, *now, "db", 5)
 	acquireOK(t, st, *now, "db", messages.AcquireRequest{Occupy: 2})
@@ -40,9 +40,9 @@ func TestReviewLowerLimitFailsEveryTooLargeWaiter(t *testing.T) {
 	}
 }
 
-// TestReviewDeleteLimitWithMultiLimitWaiters: deleting a limit whose queue
+// TestDeleteLimitWithMultiLimitWaiters: deleting a limit whose queue
 // holds several waiters that also wait on another limit must not panic.
-func TestReviewDeleteLimitWithMultiLimitWaiters(t *testing.T) {
+func TestDeleteLimitWithMultiLimitWaiters(t *testing.T) {
 	st, now := fakeState(t)
 	mustCreate(t, st, *now, "x", 1)
 	mustCreate(t, st, *now, "y", 5)
@@ -65,10 +65,10 @@ func TestReviewDeleteLimitWithMultiLimitWaiters(t *testing.T) {
 	}
 }
 
-// TestReviewDeclinedRateGrantAfterRecreate: a rate admission pushed before
+// TestDeclinedRateGrantAfterRecreate: a rate admission pushed before
 // its limit was deleted must not, when declined, take slots out of the
 // bucket of a new limit created with the same name (over-admission).
-func TestReviewDeclinedRateGrantAfterRecreate(t *testing.T) {
+func TestDeclinedRateGrantAfterRecreate(t *testing.T) {
 	sim := newRateSim(t)
 	sim.create("x", 2, 1)
 	wantGranted(t, sim.rate("x", 2, true))

@@ -9,11 +9,11 @@ import (
 	"github.com/slotbroker/slotbroker/messages"
 )
 
-// TestReviewWaitMemoryRandomized (guard, expected to pass): ids remembered
+// TestWaitMemoryRandomized (guard, expected to pass): ids remembered
 // at random times with random gaps (idle minutes, bursts, lookups without
 // remembers) are found until ttl after they were remembered, with the value
 // of their admission even after a later cancel.
-func TestReviewWaitMemoryRandomized(t *testing.T) {
+func TestWaitMemoryRandomized(t *testing.T) {
 	const ttl = 2 * time.Minute
 	rng := rand.New(rand.NewSource(1))
 	for round := 0; round < 200; round++ {
@@ -59,10 +59,10 @@ func TestReviewWaitMemoryRandomized(t *testing.T) {
 	}
 }
 
-// TestReviewRetriedAdmissionAnswersCount (guard, expected to pass): a
+// TestRetriedAdmissionAnswersCount (guard, expected to pass): a
 // counted rate try retried with its wait id is answered with the number it
 // was admitted, also after a cancel, and is not admitted again.
-func TestReviewRetriedAdmissionAnswersCount(t *testing.T) {
+func TestRetriedAdmissionAnswersCount(t *testing.T) {
 	sim := newRateSim(t)
 	sim.create("x", 10, 1)
 	req := func() *messages.AcquireRequest {
