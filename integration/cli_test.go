@@ -17,7 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/slotbroker/slotbroker/broker"
+	"github.com/slotbroker/slotbroker/broker/brokertest"
 	"github.com/slotbroker/slotbroker/client"
 )
 
@@ -90,7 +90,7 @@ func (x *cliEnv) startBroker(root string) string {
 			return x.startDaemon(bin)
 		}
 	}
-	e, err := broker.NewEmbedded(broker.EmbeddedConfig{StoreDir: filepath.Join(x.dir, "data")})
+	e, err := brokertest.NewEmbedded(brokertest.EmbeddedConfig{StoreDir: filepath.Join(x.dir, "data")})
 	if err != nil {
 		t.Fatalf("start embedded broker: %v", err)
 	}
