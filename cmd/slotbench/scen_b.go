@@ -5,6 +5,11 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/slotbroker/slotbroker/messages"
 )
 
 // Scenario b's shape.
@@ -85,18 +90,26 @@ func scenarioB(ctx context.Context, e *env) error {
 			r.Note = "a cycle of two requests reaches at most half"
 			e.rep.add(r)
 		}
+		var cycles atomic.Int64
+		seq0 := journalSeq(ctx, e.sb.URL())
 		s, err := loop(ctx, bWorkers, e.cfg.warm, e.cfg.dur, func(ctx context.Context, w int) (bool, error) {
 			name, _ := v.limit(w)
 			l, err := cs[w].Acquire(ctx, name, 1)
 			if err != nil {
 				return false, err
 			}
+			cycles.Add(1)
 			return true, l.Release(ctx)
 		})
 		if err != nil {
 			return fmt.Errorf("slotbroker %s: %w", v.cas, err)
 		}
 		r := statRow("b", v.cas, "slotbroker Acquire+Release", s)
+		if seq1 := journalSeq(ctx, e.sb.URL()); seq1 > seq0 && cycles.Load() > 0 {
+			// Journal appends per cycle (target ≤ 0.25): group commit's batching.
+			r.Value = float64(seq1-seq0) / float64(cycles.Load())
+			r.Unit = "appends/cycle"
+		}
 		r.VsFloor = ratioD(s.Ops, ping64.Ops/2)
 		if e.rdb != nil {
 			r.VsPeer = ratioD(s.Ops, redisS.Ops)
@@ -106,4 +119,23 @@ func scenarioB(ctx context.Context, e *env) error {
 		e.rep.add(r)
 	}
 	return nil
+}
+
+// journalSeq is the last sequence of the broker's journal stream (0 when
+// it cannot be read, e.g. a broker from before the journal).
+func journalSeq(ctx context.Context, url string) uint64 {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return 0
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0
+	}
+	st, err := js.Stream(ctx, "SLOTBROKER_JOURNAL_"+messages.DefaultBucket)
+	if err != nil {
+		return 0
+	}
+	return st.CachedInfo().State.LastSeq
 }
