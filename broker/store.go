@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -265,7 +264,7 @@ func decodeRecords(recs map[string][]byte, prefix string, warn func(msg, key str
 		switch prefix, _ := keyKind(key); prefix {
 		case limitKeyPrefix:
 			var r limitRecord
-			if derr = strictJSON(val, &r); derr == nil {
+			if derr = decodeRecord(val, &r); derr == nil {
 				var note string
 				if note, derr = checkLimitRecord(key, &r); note != "" {
 					warn("a stored limit is outside today's bounds: serving it within them", key, note)
@@ -276,7 +275,10 @@ func decodeRecords(recs map[string][]byte, prefix string, warn func(msg, key str
 			}
 		case leaseKeyPrefix:
 			var r leaseRecord
-			if derr = strictJSON(val, &r); derr == nil {
+			if derr = decodeRecord(val, &r); derr == nil {
+				derr = checkRecordID(key, r.ID)
+			}
+			if derr == nil {
 				derr = checkNotifyRecord(r.Notify, prefix, true)
 			}
 			if derr == nil {
@@ -284,7 +286,10 @@ func decodeRecords(recs map[string][]byte, prefix string, warn func(msg, key str
 			}
 		case waiterKeyPrefix:
 			var r waiterRecord
-			if derr = strictJSON(val, &r); derr == nil {
+			if derr = decodeRecord(val, &r); derr == nil {
+				derr = checkRecordID(key, r.ID)
+			}
+			if derr == nil {
 				derr = checkNotifyRecord(r.Notify, prefix, false)
 			}
 			if derr == nil {
@@ -378,13 +383,11 @@ func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time,
 	return len(expired)
 }
 
-// strictJSON decodes a record, refusing fields no record has (a value
-// written by something else than a broker).
-func strictJSON(data []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(data))
-	d.DisallowUnknownFields()
-	return d.Decode(v)
-}
+// decodeRecord decodes a record. Unknown fields are ignored, so that a
+// record written by a newer broker still loads; a record that does not
+// belong to its key (written by something else than a broker) is refused by
+// the checks after it.
+func decodeRecord(data []byte, v any) error { return json.Unmarshal(data, v) }
 
 // checkLimitRecord checks that a limit record is one a broker wrote for its
 // key. A limit stored by an older broker outside today's bounds is brought
@@ -420,6 +423,14 @@ func checkLimitRecord(key string, r *limitRecord) (string, error) {
 	note := fmt.Sprintf("limit %d -> %d, slot_decay_per_second %g -> %g", r.Limit.Limit, limit, r.SlotDecayPerSecond, decay)
 	r.Limit.Limit, r.SlotDecayPerSecond = limit, decay
 	return note, nil
+}
+
+// checkRecordID checks that a lease or wait record is the one of its key.
+func checkRecordID(key, id string) error {
+	if _, want := keyKind(key); id != want {
+		return fmt.Errorf("the record has id %q", id)
+	}
+	return nil
 }
 
 // checkNotifyRecord checks a stored notify subject (optional for leases).
