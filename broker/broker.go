@@ -63,6 +63,7 @@ type Broker struct {
 	writerDone chan struct{}
 	snapDone   chan struct{}
 	abort      chan struct{}
+	abortOnce  sync.Once
 	// view is the record set as journaled; snapSeq is the sequence of the
 	// last snapshot written (snapshot loop only) and snapAppends the
 	// journal's append count then (under mu).
@@ -229,6 +230,11 @@ func (b *Broker) Stop() error {
 		b.stopped = true
 		b.mu.Unlock()
 		close(b.quit)
+		// Appends not stored within the grace (a journal without a leader)
+		// are given up, so that Stop returns: the changes waiting for them
+		// are answered unavailable.
+		grace := time.AfterFunc(stopGrace, func() { b.abortOnce.Do(func() { close(b.abort) }) })
+		defer grace.Stop()
 		if b.svc != nil {
 			err = b.svc.stop()
 		}
@@ -249,11 +255,9 @@ func (b *Broker) Stop() error {
 		}
 		b.mu.Unlock()
 		if last != nil {
-			timer := time.AfterFunc(stopGrace, func() { close(b.abort) })
 			if e := last.wait(); e != nil {
 				err = errors.Join(err, fmt.Errorf("%w: the last journal appends: %v", ErrStore, e))
 			}
-			timer.Stop()
 		}
 		if b.writerDone != nil {
 			close(b.writerStop)

@@ -6,23 +6,25 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/slotbroker/slotbroker/messages"
 )
 
-// Found in review of "a pending lease's record covers its acceptance within
-// the grant timeout": settle pushes a grant also when the put of its pending
-// lease's record failed (a stream without a leader for longer than the
-// publish retries), and an acceptance within the slack wrote only the purge
-// of wait.<id>. After a blip that dropped the grant's put but was over when
-// the waiter accepted, the bucket held neither the lease nor the waiter: a
-// restarted broker granted the slot again while the waiter still held it.
-// An acceptance now rewrites a lease whose put failed.
-func TestAcceptedLeaseWhosePutFailedSurvivesRestart(t *testing.T) {
+// TestGrantHeldBackByJournalOutageSurvivesRestart: a queued waiter is
+// granted its lease only once the journal append that stores the lease is
+// stored, so that every lease a waiter accepted is one a restarted broker
+// knows. (Under the previous per-key store a grant was pushed although the
+// put of its lease had failed, and a restarted broker granted the slot again
+// while the waiter still held it: two holders of a 1-slot limit.) A journal
+// outage when the holder's lease expires holds the grant back; once the
+// outage ends the waiter is granted, accepts, and the stored state has its
+// lease and no longer its wait; after a crash-restart nobody else gets the
+// slot while it holds it.
+func TestGrantHeldBackByJournalOutageSurvivesRestart(t *testing.T) {
 	ev := newEnv(t)
 	ctx := ctxT(t, 60*time.Second)
-	if _, err := ev.client().CreateLimit(ctx, "x", 1); err != nil {
+	admin := ev.client()
+	if _, err := admin.CreateLimit(ctx, "x", 1); err != nil {
 		t.Fatal(err)
 	}
 	nc := ev.conn()
@@ -39,21 +41,15 @@ func TestAcceptedLeaseWhosePutFailedSurvivesRestart(t *testing.T) {
 		}
 		return r
 	}
+	begin, end := envJournalOutage(t, ev)
 
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	outage, restored := kvOutage(ctx, t, js)
-
-	// w accepts its grant once the blip is over (well within the grant timeout).
-	accepted := make(chan messages.Grant, 1)
+	// w accepts every grant pushed to it.
+	granted := make(chan messages.Grant, 4)
 	sub, err := nc.Subscribe("_INBOX.accept.w", func(m *nats.Msg) {
 		var g messages.Grant
 		_ = json.Unmarshal(m.Data, &g)
-		restored()
 		_ = m.Respond([]byte(`{"accept":true}`))
-		accepted <- g
+		granted <- g
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -67,40 +63,60 @@ func TestAcceptedLeaseWhosePutFailedSurvivesRestart(t *testing.T) {
 	if r := request(`{"occupy":1,"holder":"w","wait_id":"acceptW","notify":"_INBOX.accept.w"}`); r.Status != messages.StatusQueued {
 		t.Fatalf("w: %+v", r)
 	}
-	// The stream loses its subjects (a leader blip) before a's lease expires:
-	// the expiry's writes, w's pending lease among them, fail.
-	outage()
+	// The journal loses its leader before a's lease expires: the expiry
+	// and w's grant are made in memory but cannot be stored.
+	begin()
+	eventually(t, 15*time.Second, "a's lease expired and w out of the queue (in memory)", func() bool {
+		info := rsGet(t, admin, "x")
+		for _, h := range info.Holders {
+			if h.Holder == "a" {
+				return false
+			}
+		}
+		return len(info.Waiters) == 0
+	})
+	select {
+	case g := <-granted:
+		t.Fatalf("w was granted %+v while the journal could not store its lease", g.Lease)
+	default:
+	}
+	end()
 
 	var g messages.Grant
 	select {
-	case g = <-accepted:
-	case <-time.After(15 * time.Second):
-		t.Fatal("w was not granted")
+	case g = <-granted:
+	case <-time.After(20 * time.Second):
+		t.Fatal("w was not granted once the journal outage ended")
 	}
 	if g.Lease == nil {
 		t.Fatalf("w's grant has no lease: %+v", g)
 	}
-	// The acceptance (its purge of wait.acceptW) is stored.
-	kv, err := js.KeyValue(ctx, messages.DefaultBucket)
-	if err != nil {
-		t.Fatal(err)
+	// What a restart loads: w's lease, and (once its acceptance is stored)
+	// no waiter.
+	if _, ok := storedRecords(t, nc)["lease."+g.Lease.ID]; !ok {
+		t.Fatalf("w was granted lease %s, which is not stored", g.Lease.ID)
 	}
-	eventually(t, 10*time.Second, "wait.acceptW purged", func() bool {
-		_, err := kv.Get(ctx, "wait.acceptW")
-		return err != nil
-	})
-	// The acceptance stored the lease its grant's failed put did not.
-	eventually(t, 10*time.Second, "w's lease stored", func() bool {
-		_, err := kv.Get(ctx, "lease."+g.Lease.ID)
-		return err == nil
+	eventually(t, 10*time.Second, "w's acceptance stored", func() bool {
+		recs := storedRecords(t, nc)
+		_, waiting := recs["wait.acceptW"]
+		_, held := recs["lease."+g.Lease.ID]
+		if !held {
+			t.Fatalf("w's lease %s is no longer stored after it accepted", g.Lease.ID)
+		}
+		return !waiting
 	})
 
 	rsCrashBroker(t, ev)
 
 	// w accepted a 30 s lease a moment ago: nobody else may get x now.
+	info := rsGet(t, admin, "x")
+	if len(info.Holders) != 1 || info.Holders[0].LeaseID != g.Lease.ID {
+		t.Fatalf("after the crash holders %+v, want w's lease %s alone", info.Holders, g.Lease.ID)
+	}
 	if r := request(`{"occupy":1,"holder":"c","try":true}`); r.Error == nil {
-		_, gerr := kv.Get(ctx, "lease."+g.Lease.ID)
-		t.Fatalf("c was granted x (limit 1) while w holds it (accepted, deadline %v): two holders; w's lease record: %v",
-			g.Lease.ExpiresAt, gerr)
+		t.Fatalf("c was granted x (limit 1) while w holds it (accepted, deadline %v): two holders", g.Lease.ExpiresAt)
+	}
+	if len(granted) > 0 {
+		t.Fatalf("w was granted again after the restart: %+v", <-granted)
 	}
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/slotbroker/slotbroker/broker"
 	"github.com/slotbroker/slotbroker/client"
 	"github.com/slotbroker/slotbroker/messages"
 )
@@ -181,17 +183,26 @@ func coreHandoff(t *testing.T, ev *env, name string, n int) []string {
 		t.Fatal(err)
 	}
 	coreRecv(t, granted, "head waiter granted")
-	// The handoff ends when the broker has purged the granted wait's record
-	// and JetStream has acknowledged that purge.
-	waitKeys := "$KV." + messages.DefaultBucket + ".wait."
-	eventually(t, 30*time.Second, "the accepted wait's record purged and acknowledged", func() bool {
+	// The handoff ends when the broker has journaled the deletion of the
+	// granted wait's record (its acceptance) and JetStream has acknowledged
+	// that append.
+	eventually(t, 30*time.Second, "the accepted wait's deletion journaled and acknowledged", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, m := range msgs {
-			if strings.HasPrefix(m.Subject, waitKeys) && m.Header.Get("KV-Operation") == "PURGE" && m.Reply != "" {
-				for _, a := range msgs {
-					if a.Subject == m.Reply {
-						return true
+			if m.Subject != journalSubjectName || m.Reply == "" {
+				continue
+			}
+			var body jBody
+			if json.Unmarshal(m.Data, &body) != nil {
+				continue
+			}
+			for _, op := range body.Ops {
+				if strings.HasPrefix(op.K, "wait.") && len(op.V) == 0 {
+					for _, a := range msgs {
+						if a.Subject == m.Reply {
+							return true
+						}
 					}
 				}
 			}
@@ -208,8 +219,15 @@ func coreHandoff(t *testing.T, ev *env, name string, n int) []string {
 	return subjects
 }
 
+// TestCoreNoPolling: waiters are woken by a pushed grant, never by polling,
+// so a handoff (a release and the head waiter's grant, acceptance and
+// journal appends) costs the same few messages with 10 or 1000 waiters
+// queued, and publishes nothing about other limits; a release that frees a
+// slot announces it on the limit's available event.
 func TestCoreNoPolling(t *testing.T) {
-	ev := newEnv(t)
+	// Snapshots are periodic, not part of a handoff: none is due while the
+	// messages are counted.
+	ev := newEnv(t, broker.WithSnapshotEvery(1_000_000, time.Hour))
 	few := coreHandoff(t, ev, "few", 10)
 	many := coreHandoff(t, ev, "many", 1000)
 	t.Logf("messages for one handoff: %d with 10 waiters, %d with 1000", len(few), len(many))

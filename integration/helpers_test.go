@@ -8,24 +8,23 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/slotbroker/slotbroker/broker"
+	"github.com/slotbroker/slotbroker/broker/brokertest"
 	"github.com/slotbroker/slotbroker/client"
-	"github.com/slotbroker/slotbroker/messages"
 )
 
 // env is a real nats-server with JetStream (random port, own store dir) and a broker.
 type env struct {
 	t   testing.TB
-	e   *broker.Embedded
+	e   *brokertest.Embedded
 	dir string
 }
 
 func newEnv(t testing.TB, opts ...broker.Option) *env {
 	t.Helper()
 	dir := t.TempDir()
-	e, err := broker.NewEmbedded(broker.EmbeddedConfig{StoreDir: dir}, opts...)
+	e, err := brokertest.NewEmbedded(brokertest.EmbeddedConfig{StoreDir: dir}, opts...)
 	if err != nil {
 		t.Fatalf("start embedded broker: %v", err)
 	}
@@ -91,24 +90,4 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// kvOutage returns functions that begin and end an outage of the broker's
-// bucket for writes, as a stream without a leader has: begin moves the
-// stream's subjects away (publishes meet no responders), end moves them back.
-func kvOutage(ctx context.Context, t testing.TB, js jetstream.JetStream) (begin, end func()) {
-	t.Helper()
-	stream, err := js.Stream(ctx, "KV_"+messages.DefaultBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := stream.CachedInfo().Config
-	set := func(subjects []string) {
-		c := cfg
-		c.Subjects = subjects
-		if _, err := js.UpdateStream(ctx, c); err != nil {
-			t.Errorf("update stream: %v", err)
-		}
-	}
-	return func() { set([]string{"kv-outage.>"}) }, func() { set(cfg.Subjects) }
 }

@@ -62,3 +62,35 @@ func TestSecondWriterIsRefusedAndStops(t *testing.T) {
 		t.Fatalf("limit evil after the restart: %v, want not found", err)
 	}
 }
+
+// TestStopReturnsDuringAJournalOutage: a change waits for its append, and
+// an append is retried while the journal has no leader. Stop gives up on
+// appends not stored within its grace, so that a SIGTERM during a JetStream
+// outage ends the broker instead of hanging until the outage ends; the
+// change waiting is answered unavailable, not granted.
+func TestStopReturnsDuringAJournalOutage(t *testing.T) {
+	ev := newEnv(t)
+	ctx := ctxT(t, time.Minute)
+	if _, err := ev.e.Client.CreateLimit(ctx, "db", 1); err != nil {
+		t.Fatal(err)
+	}
+	begin, end := envJournalOutage(t, ev)
+	begin()
+	defer end()
+	reply := requestAsync(ev.conn(), ev.e.Broker.Subjects().Verb("acquire", "db"), []byte(`{"occupy":1,"try":true}`), 30*time.Second)
+	eventually(t, 10*time.Second, "the acquisition applied in memory", func() bool {
+		info, err := ev.e.Client.GetLimit(ctx, "db")
+		return err == nil && info.HoldersTotal == 1
+	})
+	stopped := make(chan error, 1)
+	go func() { stopped <- ev.e.Broker.Stop() }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		t.Fatal("Stop did not return during the journal outage")
+	}
+	r := <-reply
+	if r.err == nil && strings.Contains(string(r.msg.Data), `"granted"`) {
+		t.Fatalf("the acquisition whose append was never stored was answered granted: %s", r.msg.Data)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
 	"github.com/slotbroker/slotbroker/messages"
@@ -37,17 +36,7 @@ func TestGrantKeyIsBoundedOnEveryAcquisition(t *testing.T) {
 		}
 		size := 0
 		if reply.Lease != nil {
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			kv, err := js.KeyValue(ctx, messages.DefaultBucket)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e, err := kv.Get(ctx, "lease."+reply.Lease.ID); err == nil {
-				size = len(e.Value())
-			}
+			size = len(storedRecords(t, nc)["lease."+reply.Lease.ID])
 		}
 		t.Errorf("acquire without notify or try, with a key of %d bytes (%.20q…): %s, lease record of %d bytes; want bad_request",
 			len(key), key, reply.Status, size)

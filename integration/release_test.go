@@ -9,38 +9,30 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/slotbroker/slotbroker/broker"
 	"github.com/slotbroker/slotbroker/client"
 	"github.com/slotbroker/slotbroker/messages"
 )
 
-// A release and a cancel are answered before their purges are acknowledged
-// (PROTOCOL.md §5.4). The purges must still land: the records disappear from
-// the bucket, and a broker restarted on it finds neither the lease nor the
-// waiter.
-func TestReleaseAndCancelPurgesAreStored(t *testing.T) {
+// TestReleaseAndCancelDeletionsAreStored: a release and a cancel are
+// answered before the journal append that deletes the lease or the waiter
+// is stored (PROTOCOL.md §5.4), unlike an acquisition, whose records are
+// stored before its answer. The deletions must still be stored: what a
+// restart would load (the newest snapshot and the journal after it) ends up
+// with neither the lease nor the waiter, and a broker crashed and restarted
+// finds neither.
+func TestReleaseAndCancelDeletionsAreStored(t *testing.T) {
 	ev := newEnv(t)
 	c := ev.client()
 	ctx := ctxT(t, 30*time.Second)
 	if _, err := c.CreateLimit(ctx, "lazy", 1); err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(ev.conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(ctx, messages.DefaultBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := ev.conn()
 	stored := func(key string) bool {
-		_, err := kv.Get(ctx, key)
-		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			t.Fatalf("get %s: %v", key, err)
-		}
-		return err == nil
+		_, ok := storedRecords(t, nc)[key]
+		return ok
 	}
 
 	first, err := c.Acquire(ctx, "lazy", 1)
@@ -48,7 +40,7 @@ func TestReleaseAndCancelPurgesAreStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !stored("lease." + first.ID()) {
-		t.Fatalf("lease %s not in the bucket after its acquisition was answered", first.ID())
+		t.Fatalf("lease %s not stored after its acquisition was answered", first.ID())
 	}
 
 	// A waiter queues behind first, then gives up.
@@ -70,18 +62,18 @@ func TestReleaseAndCancelPurgesAreStored(t *testing.T) {
 	}
 	waitKey := "wait." + info.Waiters[0].WaitID
 	if !stored(waitKey) {
-		t.Fatalf("%s not in the bucket while the waiter is queued", waitKey)
+		t.Fatalf("%s not stored after the acquisition was answered queued", waitKey)
 	}
 	give()
 	if err := <-waitErr; !errors.Is(err, context.Canceled) {
 		t.Fatalf("given-up acquire: %v, want context.Canceled", err)
 	}
-	eventually(t, 10*time.Second, "the cancelled waiter's record purged", func() bool { return !stored(waitKey) })
+	eventually(t, 10*time.Second, "the cancelled waiter's deletion stored", func() bool { return !stored(waitKey) })
 
 	if err := first.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the released lease's record purged", func() bool { return !stored("lease." + first.ID()) })
+	eventually(t, 10*time.Second, "the released lease's deletion stored", func() bool { return !stored("lease." + first.ID()) })
 
 	rsCrashBroker(t, ev)
 	info = rsGet(t, ev.client(), "lazy")
@@ -90,15 +82,17 @@ func TestReleaseAndCancelPurgesAreStored(t *testing.T) {
 	}
 }
 
-// Found in review of a version that sent purges without an ack: jetstream's
-// PublishMsgAsync retries a write that got "no responders" (a stream without
-// a leader for a moment) 250 ms later, while a plain publish in the same
-// moment is dropped silently. A refused pending lease's purges were lost
-// while the lease its slots went to was stored; after a restart the old
-// pending lease was granted again to a waiter still waiting: two holders of
-// a 1-slot limit. Every purge is an acked (retried) write now, and grants
-// wait for the purges of their change.
-func TestReleasePurgesSurviveStreamOutage(t *testing.T) {
+// TestTimedOutGrantStaysGoneAfterJournalOutage: a grant its waiter does
+// not answer within the grant timeout is taken back and its slots go to the
+// next waiter. Taking it back deletes the pending lease and the waiter;
+// those deletions and the next waiter's lease are one change, so a restart
+// never finds the taken-back lease (it would push it to its waiter again:
+// two holders of a 1-slot limit). Here the journal loses its leader the
+// moment the first grant arrives and stays out past the grant timeout: the
+// next waiter is granted once the outage ends, the stored state has neither
+// the taken-back lease nor its waiter, and a crashed and restarted broker
+// never grants the first waiter again.
+func TestTimedOutGrantStaysGoneAfterJournalOutage(t *testing.T) {
 	const grantTimeout = 500 * time.Millisecond
 	ev := newEnv(t, broker.WithGrantTimeout(grantTimeout))
 	ctx := ctxT(t, 60*time.Second)
@@ -112,20 +106,24 @@ func TestReleasePurgesSurviveStreamOutage(t *testing.T) {
 	}
 
 	nc := ev.conn()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	outage, restored := kvOutage(ctx, t, js)
+	outage, restored := envJournalOutage(t, ev)
 
 	// A raw waiter w: it misses its first grant (slow or briefly
 	// disconnected: the broker times the push out and passes the slots on),
 	// and accepts a grant pushed later, as a still-waiting client does.
 	var grants atomic.Int32
+	firstLease := make(chan string, 1)
 	outageDone := make(chan struct{})
-	sub, err := nc.Subscribe("_INBOX.zreview.w", func(m *nats.Msg) {
+	sub, err := nc.Subscribe("_INBOX.timedout.w", func(m *nats.Msg) {
 		if grants.Add(1) == 1 {
-			// A stream-leader blip around the moment the broker refuses.
+			var g messages.Grant
+			if json.Unmarshal(m.Data, &g) == nil && g.Lease != nil {
+				firstLease <- g.Lease.ID
+			}
+			close(firstLease)
+			// A journal-leader outage around the moment the broker takes
+			// the grant back: it lasts past the grant timeout (the sleep is
+			// the outage's length).
 			go func() {
 				defer close(outageDone)
 				outage()
@@ -142,7 +140,7 @@ func TestReleasePurgesSurviveStreamOutage(t *testing.T) {
 	defer func() { _ = sub.Unsubscribe() }()
 	var ar messages.AcquireReply
 	resp, err := nc.Request(ev.e.Broker.Subjects().Verb(messages.VerbAcquire, "x"),
-		[]byte(`{"occupy":1,"holder":"w","wait_id":"zreviewW","notify":"_INBOX.zreview.w"}`), 5*time.Second)
+		[]byte(`{"occupy":1,"holder":"w","wait_id":"timedoutW","notify":"_INBOX.timedout.w"}`), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,17 +175,24 @@ func TestReleasePurgesSurviveStreamOutage(t *testing.T) {
 		t.Fatal("b: no lease")
 	}
 
-	kv, err := js.KeyValue(ctx, messages.DefaultBucket)
-	if err != nil {
-		t.Fatal(err)
+	// b's grant was pushed once its change, the taking back of w's grant
+	// included, was stored.
+	recs := storedRecords(t, nc)
+	if _, ok := recs["wait.timedoutW"]; ok {
+		t.Fatal("wait.timedoutW is stored after w's grant was taken back and b was granted")
 	}
-	if _, err := kv.Get(ctx, "wait.zreviewW"); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Fatalf("wait.zreviewW after its pending lease was refused and b was granted: %v, want not found", err)
+	wLease := <-firstLease
+	if _, ok := recs["lease."+wLease]; ok || wLease == "" {
+		t.Fatalf("w's taken-back lease %q is stored after b was granted", wLease)
+	}
+	if _, ok := recs["lease."+bl.ID()]; !ok {
+		t.Fatalf("b's lease %s is not stored after b was granted", bl.ID())
 	}
 
 	rsCrashBroker(t, ev)
-	// A restarted broker that found w's refused lease would push it to w
-	// again (w accepts); watch the holders while that could happen.
+	// A restarted broker that found w's taken-back lease would push it to w
+	// again (w accepts); watch the holders for a while (the window in which
+	// that push would come, polled).
 	admin := ev.client()
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		info := rsGet(t, admin, "x")
@@ -196,6 +201,6 @@ func TestReleasePurgesSurviveStreamOutage(t *testing.T) {
 		}
 	}
 	if n := grants.Load(); n != 1 {
-		t.Fatalf("w got %d grants, want 1 (its refused lease came back after the restart)", n)
+		t.Fatalf("w got %d grants, want 1 (its taken-back lease came back after the restart)", n)
 	}
 }

@@ -3,18 +3,18 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/slotbroker/slotbroker/broker"
+	"github.com/slotbroker/slotbroker/broker/brokertest"
 	"github.com/slotbroker/slotbroker/client"
 	"github.com/slotbroker/slotbroker/messages"
 )
@@ -115,7 +115,7 @@ func rsRestartServer(t *testing.T, ev *env, crash bool, opts ...broker.Option) {
 	} else {
 		ev.e.Stop()
 	}
-	e, err := broker.NewEmbedded(broker.EmbeddedConfig{StoreDir: ev.dir, Listen: fmt.Sprintf("127.0.0.1:%d", port)}, opts...)
+	e, err := brokertest.NewEmbedded(brokertest.EmbeddedConfig{StoreDir: ev.dir, Listen: fmt.Sprintf("127.0.0.1:%d", port)}, opts...)
 	if err != nil {
 		t.Fatalf("restart server and broker: %v", err)
 	}
@@ -446,39 +446,63 @@ func TestRestartFencingTokens(t *testing.T) {
 	}
 }
 
-// TestRestartFencingTokensAfterPurgedTail: when every lease was released and
-// the bucket's purge markers have expired, the stream's tail is empty; a
-// server restart must still not reuse sequence numbers as tokens.
-func TestRestartFencingTokensAfterPurgedTail(t *testing.T) {
+// TestRestartFencingTokensAfterPurgedJournal: a fencing token is only
+// useful if no two leases ever share one, so tokens issued after a restart
+// must be above every token issued before it, also when nothing stored
+// holds a lease any more: every lease was released, the snapshots taken
+// since hold no lease, and the journal entries that stored the leases were
+// purged below an older snapshot. The counter then lives only in the
+// snapshot's manifest (last_token), which a server crash-restart must read.
+func TestRestartFencingTokensAfterPurgedJournal(t *testing.T) {
 	const name = "tail"
-	ev := newEnv(t)
+	// A snapshot after every append: the journal is purged below the
+	// snapshot before the newest within a few changes.
+	ev := newEnv(t, broker.WithSnapshotEvery(1, 100*time.Millisecond))
 	c := ev.client()
 	ctx := ctxT(t, 60*time.Second)
 	if _, err := c.CreateLimit(ctx, name, 1); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.CreateLimit(ctx, "other", 1); err != nil {
+		t.Fatal(err)
+	}
 	var maxBefore uint64
+	var ids []string
 	for range 5 {
 		l, err := c.Acquire(ctx, name, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		maxBefore = max(maxBefore, l.Token())
+		ids = append(ids, l.ID())
 		if err := l.Release(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	js, err := jetstream.New(ev.conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 20*time.Second, "purge markers expired (only the limit left in the stream)", func() bool {
-		s, err := js.Stream(ctx, "KV_"+messages.DefaultBucket)
-		if err != nil {
+	nc := ev.conn()
+	// Changes that hold no lease (updates of another limit) move the
+	// snapshots on until neither they nor the journal mention a lease.
+	n := 1
+	eventually(t, 30*time.Second, "no lease left in the snapshot nor in the journal", func() bool {
+		n = 3 - n // 1, 2, 1, ...: each update changes the limit
+		if _, err := c.UpdateLimit(ctx, "other", client.LimitUpdate{Limit: &n}); err != nil {
+			t.Fatal(err)
+		}
+		recs, man := storedState(t, nc)
+		if man == nil {
 			return false
 		}
-		si, err := s.Info(ctx)
-		return err == nil && si.State.Msgs == 1 && si.State.LastSeq >= maxBefore
+		for k := range recs {
+			if strings.HasPrefix(k, "lease.") {
+				return false
+			}
+		}
+		for _, id := range ids {
+			if journalOps(t, nc, "lease."+id) > 0 {
+				return false
+			}
+		}
+		return true
 	})
 
 	rsRestartServer(t, ev, true)
@@ -489,7 +513,8 @@ func TestRestartFencingTokensAfterPurgedTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	if l.Token() <= maxBefore {
-		t.Fatalf("token %d after restart not above %d before", l.Token(), maxBefore)
+		_, man := storedState(t, ev.conn())
+		t.Fatalf("token %d after restart not above %d before (the newest snapshot's manifest: %+v)", l.Token(), maxBefore, man)
 	}
 	_ = l.Release(ctx)
 }
@@ -660,17 +685,13 @@ func TestRestartLateAcceptance(t *testing.T) {
 			t.Fatalf("lease %s expired while its grant awaited acceptance", g.Lease.ID)
 		}
 	}
-	js, err := jetstream.New(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(ctx, messages.DefaultBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "the acceptance persisted", func() bool {
-		_, err := kv.Get(ctx, "wait.w1")
-		return errors.Is(err, jetstream.ErrKeyNotFound)
+	// The acceptance is answered to nobody: wait until what a restart
+	// loads has it (no waiter, the lease with its real deadline).
+	eventually(t, 10*time.Second, "the acceptance stored", func() bool {
+		recs := storedRecords(t, raw)
+		_, waiting := recs["wait.w1"]
+		exp, _ := recordField[time.Time](t, recs, "lease."+g.Lease.ID, "expires_at")
+		return !waiting && !exp.Before(t1.Add(ttl))
 	})
 
 	rsCrashBroker(t, ev, opts...)

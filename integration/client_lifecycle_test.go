@@ -13,9 +13,9 @@ import (
 	"github.com/slotbroker/slotbroker/client"
 )
 
-// TestReviewDoReleasesWhenFnPanics: Do promises to release the slots however
+// TestDoReleasesWhenFnPanics: Do promises to release the slots however
 // fn ends; a panicking fn must not leave the slot held (and renewed forever).
-func TestReviewDoReleasesWhenFnPanics(t *testing.T) {
+func TestDoReleasesWhenFnPanics(t *testing.T) {
 	ev := newEnv(t)
 	c := ev.client(lsQuiet)
 	ctx := ctxT(t, 30*time.Second)
@@ -39,10 +39,10 @@ func TestReviewDoReleasesWhenFnPanics(t *testing.T) {
 	}
 }
 
-// TestReviewReleaseRetryAfterFailure: a Release that fails (here: its ctx had
-// already ended) must not make a later Release report success without
-// releasing anything.
-func TestReviewReleaseRetryAfterFailure(t *testing.T) {
+// TestReleaseAfterFailedReleaseReleases: a Release that fails (here: its
+// ctx had already ended) must not make a later Release report success
+// without releasing anything.
+func TestReleaseAfterFailedReleaseReleases(t *testing.T) {
 	ev := newEnv(t)
 	c := ev.client(lsQuiet)
 	ctx := ctxT(t, 30*time.Second)
@@ -70,10 +70,10 @@ func TestReviewReleaseRetryAfterFailure(t *testing.T) {
 	}
 }
 
-// TestReviewCloseDuringOutageReturnsPromptly: Client.Close stops renewing;
+// TestCloseDuringBrokerOutageReturnsPromptly: Client.Close stops renewing;
 // it must not block until a renewal in flight gives up (up to the lease's
 // deadline) while no broker answers.
-func TestReviewCloseDuringOutageReturnsPromptly(t *testing.T) {
+func TestCloseDuringBrokerOutageReturnsPromptly(t *testing.T) {
 	const ttl = 9 * time.Second
 	ev := newEnv(t)
 	admin := ev.client()
@@ -102,9 +102,9 @@ func TestReviewCloseDuringOutageReturnsPromptly(t *testing.T) {
 	}
 }
 
-// TestReviewWatchEndsWhenClientClosed: Watch must not keep its subscription
+// TestWatchEndsWhenClientClosed: Watch must not keep its subscription
 // and block forever once the client (or its connection) is closed.
-func TestReviewWatchEndsWhenClientClosed(t *testing.T) {
+func TestWatchEndsWhenClientClosed(t *testing.T) {
 	for _, what := range []string{"client", "conn"} {
 		t.Run(what, func(t *testing.T) {
 			ev := newEnv(t)
@@ -114,9 +114,10 @@ func TestReviewWatchEndsWhenClientClosed(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := ctxT(t, 30*time.Second)
+			subs := nc.NumSubscriptions()
 			done := make(chan error, 1)
 			go func() { done <- c.Watch(ctx, "", func(client.Event) {}) }()
-			time.Sleep(200 * time.Millisecond)
+			eventually(t, 5*time.Second, "Watch subscribed", func() bool { return nc.NumSubscriptions() > subs })
 			if what == "client" {
 				_ = c.Close()
 			} else {
@@ -135,9 +136,9 @@ func TestReviewWatchEndsWhenClientClosed(t *testing.T) {
 	}
 }
 
-// TestReviewDaemonSIGTERMWithHoldersAndWaiters: SIGTERM while a lease is
+// TestDaemonSIGTERMKeepsHoldersAndWaiters: SIGTERM while a lease is
 // held (and renewed) and a waiter is queued exits 0 promptly and keeps both.
-func TestReviewDaemonSIGTERMWithHoldersAndWaiters(t *testing.T) {
+func TestDaemonSIGTERMKeepsHoldersAndWaiters(t *testing.T) {
 	bin := daemonBuild(t)
 	addr, data := daemonFreeAddr(t), filepath.Join(t.TempDir(), "data")
 	url := "nats://" + addr
@@ -214,10 +215,10 @@ func TestReviewDaemonSIGTERMWithHoldersAndWaiters(t *testing.T) {
 	}
 }
 
-// TestReviewTimeoutDuringOutage: WithTimeout bounds Acquire also while no
-// broker answers, and the error says the broker was unavailable (so slotctl
-// exits 69, not 75) while still matching ErrTimeout.
-func TestReviewTimeoutDuringOutage(t *testing.T) {
+// TestAcquireTimeoutDuringBrokerOutage: WithTimeout bounds Acquire also
+// while no broker answers, and the error says the broker was unavailable
+// (so slotctl exits 69, not 75) while still matching ErrTimeout.
+func TestAcquireTimeoutDuringBrokerOutage(t *testing.T) {
 	ev := newEnv(t)
 	c := ev.client(lsQuiet)
 	ctx := ctxT(t, 30*time.Second)
