@@ -68,6 +68,7 @@ type Broker struct {
 	// last snapshot written (snapshot loop only) and snapAppends the
 	// journal's append count then (under mu).
 	view        *recordView
+	replayedTo  uint64 // the last journal sequence recovery applied (Start only)
 	snapSeq     uint64
 	snapAppends uint64
 	// startedAt is when Start began serving; quit is closed by Stop.
@@ -249,7 +250,7 @@ func (b *Broker) Stop() error {
 			t.Stop()
 		}
 		var last *ackGroup
-		if b.jr != nil {
+		if b.jr != nil && b.writerDone != nil {
 			b.exactLimits()
 			last = b.jr.seal()
 		}

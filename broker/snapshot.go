@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -30,6 +31,10 @@ const (
 	DefaultSnapshotEntries  = 10_000
 	DefaultSnapshotInterval = time.Minute
 )
+
+// errIncompleteSnapshot: a snapshot with a chunk missing or unreadable;
+// recovery falls back to the one before it.
+var errIncompleteSnapshot = errors.New("incomplete snapshot")
 
 // snapPrefix begins the keys of snapshots.
 const snapPrefix = "snap."
@@ -82,9 +87,14 @@ func (b *Broker) runSnapshots() {
 // what the snapshot before it makes unnecessary.
 func (b *Broker) writeSnapshot(ctx context.Context) error {
 	b.mu.Lock()
-	appends, lastToken := b.jr.appends, b.st.lastToken
+	appends := b.jr.appends
 	b.mu.Unlock()
 	recs, seq := b.view.freeze()
+	// Read after the freeze: every lease in an append up to seq took its
+	// token before, so the counter now is at least each of theirs.
+	b.mu.Lock()
+	lastToken := b.st.lastToken
+	b.mu.Unlock()
 	ops := make([]journalOp, 0, len(recs))
 	for k, v := range recs {
 		ops = append(ops, journalOp{Key: k, Val: v})
@@ -177,9 +187,12 @@ func (b *Broker) loadSnapshot(ctx context.Context) (*snapManifest, map[string][]
 	for i := range mans {
 		m := &mans[i]
 		recs, err := b.readChunks(ctx, m)
-		if err != nil {
+		if errors.Is(err, errIncompleteSnapshot) {
 			b.log.Warn("skipping an incomplete snapshot", "seq", m.Seq, "err", err)
 			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: read snapshot %d: %v", ErrStore, m.Seq, err)
 		}
 		return m, recs, nil
 	}
@@ -190,19 +203,22 @@ func (b *Broker) readChunks(ctx context.Context, m *snapManifest) (map[string][]
 	recs := make(map[string][]byte, m.Records)
 	for i := 0; i < m.Chunks; i++ {
 		e, err := b.kv.Get(ctx, chunkKey(m.Seq, i))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, fmt.Errorf("%w: chunk %d is missing", errIncompleteSnapshot, i)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("chunk %d: %v", i, err)
 		}
 		var ent journalEntry
 		if err := json.Unmarshal(e.Value(), &ent); err != nil {
-			return nil, fmt.Errorf("chunk %d: %v", i, err)
+			return nil, fmt.Errorf("%w: chunk %d: %v", errIncompleteSnapshot, i, err)
 		}
 		for _, op := range ent.Ops {
 			recs[op.Key] = op.Val
 		}
 	}
 	if len(recs) != m.Records {
-		return nil, fmt.Errorf("%d records, the manifest says %d", len(recs), m.Records)
+		return nil, fmt.Errorf("%w: %d records, the manifest says %d", errIncompleteSnapshot, len(recs), m.Records)
 	}
 	return recs, nil
 }

@@ -251,13 +251,22 @@ func (s *state) retried(now time.Time, names []string, req *messages.AcquireRequ
 			s.accept(now, waitID, fx)
 			return messages.AcquireReply{Status: messages.StatusGranted}, true
 		}
+		// Answered once the waiter is stored: its first append may still
+		// be in flight, and the answer must not come before it. Writing
+		// the record again puts the answer behind it.
+		fx.put(waiterKey(w.id), w.record())
 		return messages.AcquireReply{Status: messages.StatusQueued, Position: s.position(w)}, true
 	}
 	if l := s.byWait[waitID]; l != nil {
 		if e := sameAcquisition(l.leaseScope(), l.key, names, req); e != nil {
 			return messages.AcquireReply{Error: e}, true
 		}
+		pending := l.pending
 		s.accept(now, waitID, fx)
+		if !pending {
+			// As for a waiter: the answer waits for the lease's record.
+			fx.put(leaseKey(l.id), l.record())
+		}
 		return messages.AcquireReply{Status: messages.StatusGranted, Lease: l.grant()}, true
 	}
 	return messages.AcquireReply{}, false

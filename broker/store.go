@@ -41,14 +41,28 @@ func (b *Broker) recover(ctx context.Context) error {
 			return err
 		}
 		imported = len(recs) > 0
+		if imported {
+			// The previous release's tokens were record revisions, also of
+			// leases released since: go on above the bucket's last one.
+			if kvs, err := b.js.Stream(ctx, "KV_"+b.opts.bucket); err == nil {
+				lastToken = kvs.CachedInfo().State.LastSeq
+			}
+		}
 	}
-	b.view.apply(opsOf(recs), 0)
+	if first := stream.CachedInfo().State.FirstSeq; last >= from && first > from {
+		return fmt.Errorf("%w: the journal %s starts at sequence %d, but the newest readable snapshot covers only up to %d: refusing to start with part of the state (restore the bucket's snapshots, or start on a fresh bucket)",
+			ErrStore, b.jr.stream, first, from-1)
+	}
+	b.view.apply(opsOf(recs), from-1)
+	b.replayedTo = from - 1
 	replayed, maxToken, err := b.replay(ctx, from, last)
 	if err != nil {
 		return err
 	}
 	b.jr.lastSeq = last
-	b.view.seq = last
+	// The view holds the appends up to the last complete one: a snapshot
+	// taken now covers that, and the journal after it is replayed again.
+	b.view.seq = b.replayedTo
 	lastToken = max(lastToken, maxToken)
 	b.restore(b.view.records(), lastToken)
 	b.log.Info("journal replayed", "snapshot", manifestSeq(man), "entries", replayed, "last_seq", last, "imported", imported)
@@ -100,7 +114,7 @@ func (b *Broker) replay(ctx context.Context, from, last uint64) (int, uint64, er
 	var batch string
 	var parts []journalOp
 	var maxToken uint64
-	applied := 0
+	applied, nextPart := 0, 0
 	for {
 		type next struct {
 			m   jetstream.Msg
@@ -128,18 +142,26 @@ func (b *Broker) replay(ctx context.Context, from, last uint64) (int, uint64, er
 		}
 		id := n.m.Headers().Get(hdrBatch)
 		i, total := partOf(n.m.Headers().Get(hdrPart))
-		if id != batch {
-			// A new append: one whose parts stopped short is dropped.
-			batch, parts = id, nil
+		switch {
+		case i == 1:
+			// A new append; one whose parts stopped short is dropped.
+			batch, parts, nextPart = id, nil, 1
+		case id != batch || i != nextPart:
+			// A part without its beginning: never applied.
+			batch, parts, nextPart = "", nil, 0
 		}
-		parts = append(parts, ent.Ops...)
-		if i == total {
-			b.view.apply(parts, seq)
-			for _, op := range parts {
-				maxToken = max(maxToken, tokenOf(op))
+		if nextPart == i {
+			parts = append(parts, ent.Ops...)
+			nextPart++
+			if i == total {
+				b.view.apply(parts, seq)
+				for _, op := range parts {
+					maxToken = max(maxToken, tokenOf(op))
+				}
+				applied++
+				b.replayedTo = seq
+				batch, parts, nextPart = "", nil, 0
 			}
-			applied++
-			batch, parts = "", nil
 		}
 		if seq >= last {
 			return applied, maxToken, nil
