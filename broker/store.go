@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -271,29 +273,71 @@ type loadedRecords struct {
 
 // decodeRecords decodes and checks records; those that cannot be served are
 // reported to warn and skipped. Waiters come in the order they were queued.
-func decodeRecords(recs map[string][]byte, prefix string, warn func(msg, key string, detail any)) loadedRecords {
-	var limits []limitRecord
-	var leases []leaseRecord
-	var waiters []waiterRecord
+func decodeRecords(recs map[string][]byte, servicePrefix string, warn func(msg, key string, detail any)) loadedRecords {
 	keys := make([]string, 0, len(recs))
 	for k := range recs {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	// Decoding is most of a start's own work (two timestamps a record):
+	// the keys are decoded in parts on every core, then joined in order.
+	parts := max(1, min(runtime.GOMAXPROCS(0), len(keys)/4096))
+	out := make([]decodedPart, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[p] = decodePart(keys[p*len(keys)/parts:(p+1)*len(keys)/parts], recs, servicePrefix)
+		}()
+	}
+	wg.Wait()
+	var all loadedRecords
+	for _, d := range out {
+		all.limits = append(all.limits, d.limits...)
+		all.leases = append(all.leases, d.leases...)
+		all.waiters = append(all.waiters, d.waiters...)
+		for _, w := range d.warnings {
+			warn(w.msg, w.key, w.detail)
+		}
+	}
+	sort.SliceStable(all.waiters, func(i, j int) bool { return all.waiters[i].Order < all.waiters[j].Order })
+	return all
+}
+
+// decodedPart is the records of some keys, with the warnings about them.
+type decodedPart struct {
+	loadedRecords
+	warnings []struct {
+		msg, key string
+		detail   any
+	}
+}
+
+func (d *decodedPart) warn(msg, key string, detail any) {
+	d.warnings = append(d.warnings, struct {
+		msg, key string
+		detail   any
+	}{msg, key, detail})
+}
+
+// decodePart decodes and checks the records of keys.
+func decodePart(keys []string, recs map[string][]byte, servicePrefix string) decodedPart {
+	var d decodedPart
 	for _, key := range keys {
 		val := recs[key]
 		var derr error
-		switch prefix, _ := keyKind(key); prefix {
+		switch kind, _ := keyKind(key); kind {
 		case limitKeyPrefix:
 			var r limitRecord
 			if derr = decodeRecord(val, &r); derr == nil {
 				var note string
 				if note, derr = checkLimitRecord(key, &r); note != "" {
-					warn("a stored limit is outside today's bounds: serving it within them", key, note)
+					d.warn("a stored limit is outside today's bounds: serving it within them", key, note)
 				}
 			}
 			if derr == nil {
-				limits = append(limits, r)
+				d.limits = append(d.limits, r)
 			}
 		case leaseKeyPrefix:
 			var r leaseRecord
@@ -301,10 +345,10 @@ func decodeRecords(recs map[string][]byte, prefix string, warn func(msg, key str
 				derr = checkRecordID(key, r.ID)
 			}
 			if derr == nil {
-				derr = checkNotifyRecord(r.Notify, prefix, true)
+				derr = checkNotifyRecord(r.Notify, servicePrefix, true)
 			}
 			if derr == nil {
-				leases = append(leases, r)
+				d.leases = append(d.leases, r)
 			}
 		case waiterKeyPrefix:
 			var r waiterRecord
@@ -312,18 +356,17 @@ func decodeRecords(recs map[string][]byte, prefix string, warn func(msg, key str
 				derr = checkRecordID(key, r.ID)
 			}
 			if derr == nil {
-				derr = checkNotifyRecord(r.Notify, prefix, false)
+				derr = checkNotifyRecord(r.Notify, servicePrefix, false)
 			}
 			if derr == nil {
-				waiters = append(waiters, r)
+				d.waiters = append(d.waiters, r)
 			}
 		}
 		if derr != nil {
-			warn("skipping a stored record that cannot be served", key, derr)
+			d.warn("skipping a stored record that cannot be served", key, derr)
 		}
 	}
-	sort.SliceStable(waiters, func(i, j int) bool { return waiters[i].Order < waiters[j].Order })
-	return loadedRecords{limits: limits, leases: leases, waiters: waiters}
+	return d
 }
 
 // restoreState rebuilds st from loaded records at now: limits, then leases
