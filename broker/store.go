@@ -117,33 +117,28 @@ func (b *Broker) replay(ctx context.Context, from, last uint64) (int, uint64, er
 	var parts []journalOp
 	var maxToken uint64
 	applied, nextPart := 0, 0
+	// Next blocks: ending ctx stops the iterator, which ends it.
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
 	for {
-		type next struct {
-			m   jetstream.Msg
-			err error
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return applied, maxToken, fmt.Errorf("%w: read journal: %v", ErrStore, err)
 		}
-		ch := make(chan next, 1)
-		go func() { m, err := it.Next(); ch <- next{m, err} }()
-		var n next
-		select {
-		case n = <-ch:
-		case <-ctx.Done():
-			return applied, maxToken, fmt.Errorf("%w: read journal: %v", ErrStore, ctx.Err())
-		}
-		if n.err != nil {
-			return applied, maxToken, fmt.Errorf("%w: read journal: %v", ErrStore, n.err)
-		}
-		meta, err := n.m.Metadata()
+		meta, err := m.Metadata()
 		if err != nil {
 			return applied, maxToken, fmt.Errorf("%w: read journal: %v", ErrStore, err)
 		}
 		seq := meta.Sequence.Stream
 		var ent journalEntry
-		if err := json.Unmarshal(n.m.Data(), &ent); err != nil {
+		if err := json.Unmarshal(m.Data(), &ent); err != nil {
 			b.log.Warn("skipping an unreadable journal entry", "seq", seq, "err", err)
 		}
-		id := n.m.Headers().Get(hdrBatch)
-		i, total := partOf(n.m.Headers().Get(hdrPart))
+		id := m.Headers().Get(hdrBatch)
+		i, total := partOf(m.Headers().Get(hdrPart))
 		switch {
 		case i == 1:
 			// A new append; one whose parts stopped short is dropped.

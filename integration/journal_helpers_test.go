@@ -400,3 +400,60 @@ func recordField[T any](t testing.TB, recs map[string]json.RawMessage, key, fiel
 	}
 	return v, true
 }
+
+// journalPartWriter returns a function that appends, as another writer
+// would, one part ("i/n") of append batch carrying the record of limit
+// name, conditional on the journal's last sequence. The broker must be
+// stopped.
+func journalPartWriter(ctx context.Context, t *testing.T, ev *env) (write func(batch, part, name string), last func() uint64) {
+	t.Helper()
+	js, err := jetstream.New(ev.conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, journalStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := stream.CachedInfo().State.LastSeq
+	now := time.Now().UTC()
+	write = func(batch, part, name string) {
+		t.Helper()
+		rec, _ := json.Marshal(map[string]any{"name": name, "limit": 1, "active": true, "created_at": now, "updated_at": now})
+		body, _ := json.Marshal(map[string]any{"ops": []map[string]any{{"k": "limit." + name, "v": json.RawMessage(rec)}}})
+		m := nats.NewMsg(journalSubjectName)
+		m.Data = body
+		m.Header.Set(journalHdrBatch, batch)
+		m.Header.Set(journalHdrPart, part)
+		ack, err := js.PublishMsg(ctx, m, jetstream.WithExpectLastSequence(seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = ack.Sequence
+	}
+	return write, func() uint64 { return seq }
+}
+
+// legacyBucket returns the broker's bucket and a function that writes a
+// record into it as the release before the journal did (returning its
+// revision). The broker must be stopped with nothing journaled.
+func legacyBucket(ctx context.Context, t *testing.T, ev *env) (jetstream.KeyValue, func(key string, v any) uint64) {
+	t.Helper()
+	js, err := jetstream.New(ev.conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, messages.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv, func(key string, v any) uint64 {
+		t.Helper()
+		data, _ := json.Marshal(v)
+		rev, err := kv.Put(ctx, key, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+}

@@ -1,13 +1,9 @@
 package integration
 
 import (
-	"encoding/json"
 	"errors"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/slotbroker/slotbroker/client"
 )
@@ -23,30 +19,7 @@ func TestAppendWhoseFirstPartPrecedesTheSnapshotIsNotHalfApplied(t *testing.T) {
 	ev := newEnv(t)
 	ctx := ctxT(t, time.Minute)
 	rsStopBroker(t, ev)
-	js, err := jetstream.New(ev.conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, journalStreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last := stream.CachedInfo().State.LastSeq
-	now := time.Now().UTC()
-	part := func(batch, part, name string) {
-		t.Helper()
-		rec, _ := json.Marshal(map[string]any{"name": name, "limit": 1, "active": true, "created_at": now, "updated_at": now})
-		body, _ := json.Marshal(map[string]any{"ops": []map[string]any{{"k": "limit." + name, "v": json.RawMessage(rec)}}})
-		m := nats.NewMsg(journalSubjectName)
-		m.Data = body
-		m.Header.Set(journalHdrBatch, batch)
-		m.Header.Set(journalHdrPart, part)
-		ack, err := js.PublishMsg(ctx, m, jetstream.WithExpectLastSequence(last))
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = ack.Sequence
-	}
+	part, lastSeq := journalPartWriter(ctx, t, ev)
 	// The other writer stored part 1 of its append ...
 	part("Y", "1/2", "split-a")
 	// ... when this broker starts: no snapshot yet, so it writes one, at the
@@ -56,8 +29,8 @@ func TestAppendWhoseFirstPartPrecedesTheSnapshotIsNotHalfApplied(t *testing.T) {
 		_, man := storedState(t, ev.conn())
 		return man != nil
 	})
-	if _, man := storedState(t, ev.conn()); man.Seq >= last {
-		t.Fatalf("the snapshot at start covers sequence %d, part 1 of the incomplete append Y (at %d)", man.Seq, last)
+	if _, man := storedState(t, ev.conn()); man.Seq >= lastSeq() {
+		t.Fatalf("the snapshot at start covers sequence %d, part 1 of the incomplete append Y (at %d)", man.Seq, lastSeq())
 	}
 	// The other writer's part 2 is stored after it (this broker has not
 	// appended, so the condition on the last sequence holds).
@@ -76,5 +49,29 @@ func TestAppendWhoseFirstPartPrecedesTheSnapshotIsNotHalfApplied(t *testing.T) {
 	}
 	if hasA != hasB {
 		t.Fatalf("after the restart limit split-a exists=%v, split-b exists=%v: the two-part append Y was half applied (its part 2 alone, replayed after a snapshot taken at its part 1)", hasA, hasB)
+	}
+}
+
+// TestJournalAppendIsAppliedAllOrNothing: an append larger than the max
+// payload is stored in parts (headers Slotbroker-Batch and Slotbroker-Part
+// "i/n"). A crash between its parts leaves an append that nobody was
+// answered for: recovery drops it whole and applies the complete appends
+// after it.
+func TestJournalAppendIsAppliedAllOrNothing(t *testing.T) {
+	ev := newEnv(t)
+	ctx := ctxT(t, time.Minute)
+	rsStopBroker(t, ev)
+	part, _ := journalPartWriter(ctx, t, ev)
+	part("X", "1/2", "ghost") // its part 2 never came: a crash between parts
+	part("Y", "1/2", "split-a")
+	part("Y", "2/2", "split-b")
+	rsStartBroker(t, ev)
+	if _, err := ev.e.Client.GetLimit(ctx, "ghost"); err == nil {
+		t.Fatal("the append whose parts stopped short was applied")
+	}
+	for _, n := range []string{"split-a", "split-b"} {
+		if _, err := ev.e.Client.GetLimit(ctx, n); err != nil {
+			t.Fatalf("limit %s of the complete two-part append: %v", n, err)
+		}
 	}
 }

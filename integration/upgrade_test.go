@@ -1,15 +1,9 @@
 package integration
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/slotbroker/slotbroker/messages"
 )
 
 // TestBucketOfThePreviousReleaseIsImported: a bucket written by the release
@@ -22,24 +16,8 @@ func TestBucketOfThePreviousReleaseIsImported(t *testing.T) {
 	ev := newEnv(t)
 	ctx := ctxT(t, time.Minute)
 	rsStopBroker(t, ev) // nothing journaled yet: the bucket looks like the previous release's
-	js, err := jetstream.New(ev.conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(ctx, messages.DefaultBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv, put := legacyBucket(ctx, t, ev)
 	now := time.Now().UTC()
-	put := func(key string, v any) uint64 {
-		t.Helper()
-		data, _ := json.Marshal(v)
-		rev, err := kv.Put(ctx, key, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rev
-	}
 	put("limit.db", map[string]any{"name": "db", "limit": 2, "active": true, "created_at": now, "updated_at": now})
 	leaseRev := put("lease.L1", map[string]any{"id": "L1", "names": []string{"db"}, "occupy": 1, "holder": "old",
 		"ttl_ms": 3_600_000, "acquired_at": now, "expires_at": now.Add(time.Hour)})
@@ -88,49 +66,39 @@ func TestBucketOfThePreviousReleaseIsImported(t *testing.T) {
 	}
 }
 
-// TestJournalAppendIsAppliedAllOrNothing: an append larger than the max
-// payload is stored in parts (headers Slotbroker-Batch and Slotbroker-Part
-// "i/n"). A crash between its parts leaves an append that nobody was
-// answered for: recovery drops it whole and applies the complete appends
-// after it.
-func TestJournalAppendIsAppliedAllOrNothing(t *testing.T) {
+// TestImportedBucketKeepsTokensAboveReleasedLeases: the release before the
+// journal gave each lease its record's revision as fencing token, so every
+// token it handed out (also those of leases released since, whose records are
+// gone) is at most the bucket's last revision. After the import, new
+// tokens must go on above every token handed out before, not only above
+// the leases still held: a storage fenced by a released lease's token would
+// otherwise refuse every holder until the counter catches up.
+func TestImportedBucketKeepsTokensAboveReleasedLeases(t *testing.T) {
 	ev := newEnv(t)
 	ctx := ctxT(t, time.Minute)
 	rsStopBroker(t, ev)
-	js, err := jetstream.New(ev.conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, "SLOTBROKER_JOURNAL_"+messages.DefaultBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last := stream.CachedInfo().State.LastSeq
+	kv, put := legacyBucket(ctx, t, ev)
 	now := time.Now().UTC()
-	part := func(batch, part, name string) {
-		t.Helper()
-		rec, _ := json.Marshal(map[string]any{"name": name, "limit": 1, "active": true, "created_at": now, "updated_at": now})
-		body, _ := json.Marshal(map[string]any{"ops": []map[string]any{{"k": "limit." + name, "v": json.RawMessage(rec)}}})
-		m := nats.NewMsg("$SLOTBROKER." + messages.DefaultBucket + ".journal")
-		m.Data = body
-		m.Header.Set("Slotbroker-Batch", batch)
-		m.Header.Set("Slotbroker-Part", part)
-		ack, err := js.PublishMsg(ctx, m, jetstream.WithExpectLastSequence(last))
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = ack.Sequence
+	lease := func(id string) map[string]any {
+		return map[string]any{"id": id, "names": []string{"db"}, "occupy": 1, "holder": id,
+			"ttl_ms": 3_600_000, "acquired_at": now, "expires_at": now.Add(time.Hour)}
 	}
-	part("X", "1/2", "ghost") // its part 2 never came: a crash between parts
-	part("Y", "1/2", "split-a")
-	part("Y", "2/2", "split-b")
+	put("limit.db", map[string]any{"name": "db", "limit": 2, "active": true, "created_at": now, "updated_at": now})
+	held := put("lease.L1", lease("L1"))
+	// L2 was granted the token `released` (its record's revision) and was
+	// released since: the previous release purged its record.
+	released := put("lease.L2", lease("L2"))
+	if err := kv.Purge(ctx, "lease.L2"); err != nil {
+		t.Fatal(err)
+	}
+
 	rsStartBroker(t, ev)
-	if _, err := ev.e.Client.GetLimit(ctx, "ghost"); err == nil {
-		t.Fatal("the append whose parts stopped short was applied")
+	l, err := ev.client().TryAcquire(ctx, "db", 1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, n := range []string{"split-a", "split-b"} {
-		if _, err := ev.e.Client.GetLimit(ctx, n); err != nil {
-			t.Fatalf("limit %s of the complete two-part append: %v", n, err)
-		}
+	if l.Token() <= released {
+		t.Fatalf("the first lease after the import has token %d, not above %d handed out to a lease released before the upgrade (the held imported lease has %d): fencing tokens went backwards",
+			l.Token(), released, held)
 	}
 }
