@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/slotbroker/slotbroker/messages"
 )
@@ -71,6 +73,16 @@ type Broker struct {
 	replayedTo  uint64 // the last journal sequence recovery applied (Start only)
 	snapSeq     uint64
 	snapAppends uint64
+	// lead is the leader lease (leadership.go); applied the last journal
+	// sequence read or written (for the status key); tokenFloor the
+	// highest fencing token the journal showed while following it.
+	lead       *leadership
+	applied    atomic.Uint64
+	tokenFloor uint64
+	// renewStop ends the lease's renewal, renewDone is closed when it has
+	// ended; statusStop and statusDone the same for the status key.
+	renewStop, renewDone   chan struct{}
+	statusStop, statusDone chan struct{}
 	// startedAt is when Start began serving; quit is closed by Stop.
 	startedAt time.Time
 	quit      chan struct{}
@@ -104,7 +116,7 @@ func New(nc *nats.Conn, opts ...Option) (*Broker, error) {
 		st: st, wakers: map[string]*time.Timer{}, sent: map[string]*sentLimit{}, mirrored: map[string]messages.Limit{},
 		quit: make(chan struct{}), work: make(chan func()), dead: make(chan struct{}),
 		writerStop: make(chan struct{}), abort: make(chan struct{}), view: newRecordView(),
-		ownInbox: ownInboxPrefix(nc),
+		ownInbox: ownInboxPrefix(nc), lead: newLeadership(nuid.Next()),
 	}, nil
 }
 
@@ -145,10 +157,13 @@ func (b *Broker) die(err error) {
 // Subjects returns the subjects the broker serves.
 func (b *Broker) Subjects() messages.Subjects { return b.subj }
 
-// Start opens (or creates) the bucket and the journal, rebuilds the state
-// from the newest snapshot and the journal after it (or imports a bucket of
-// the previous release), pushes the grants that were not yet accepted, and
-// serves.
+// Start opens (or creates) the bucket and the journal, waiting for
+// JetStream while the cluster is not ready, loads the newest snapshot and
+// follows the journal as a standby until this broker holds the leader lease
+// (at once when no other broker leads the bucket), then takes over: it reads
+// the journal to its end, claims it, rebuilds the state, pushes the grants
+// that were not yet accepted, and serves. Start returns once the broker
+// serves, or with ctx's error while it stands by.
 func (b *Broker) Start(ctx context.Context) error {
 	b.mu.Lock()
 	if b.stopped {
@@ -163,30 +178,26 @@ func (b *Broker) Start(ctx context.Context) error {
 	b.startedAt = time.Now()
 	b.mu.Unlock()
 
-	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(1<<16),
-		// A write whose connection died must fail, not wait forever.
-		jetstream.WithPublishAsyncTimeout(10*time.Second))
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrStore, err)
-	}
-	b.js = js
-	storage := jetstream.FileStorage
-	if b.opts.memory {
-		storage = jetstream.MemoryStorage
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: b.opts.bucket, Description: "slotbroker limits and snapshots", History: 1,
-		Storage: storage, Replicas: b.opts.replicas, LimitMarkerTTL: purgeMarkerTTL,
-	})
-	if err != nil {
-		return fmt.Errorf("%w: open bucket %q: %v (is JetStream enabled on the server?)", ErrStore, b.opts.bucket, err)
-	}
-	b.kv = kv
-	b.kvSubject = "$KV." + b.opts.bucket + "."
-	if b.jr, err = openJournal(ctx, js, b.opts.bucket, storage, b.opts.replicas, int(b.nc.MaxPayload()), b.abort); err != nil {
+	if err := b.openStores(ctx); err != nil {
 		return err
 	}
-	if err := b.recover(ctx); err != nil {
+	b.statusStop, b.statusDone = make(chan struct{}), make(chan struct{})
+	go b.runStatus()
+	base, f, err := b.standBy(ctx)
+	if err != nil {
+		return err
+	}
+	b.lead.setRole(messages.RoleLeader)
+	b.renewStop, b.renewDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(b.renewDone)
+		b.renewLeadership(b.renewStop)
+	}()
+	claimed, err := b.takeOver(ctx, f)
+	if err != nil {
+		return err
+	}
+	if err := b.resume(ctx, base, f, claimed); err != nil {
 		return err
 	}
 	b.writerDone = make(chan struct{})
@@ -204,8 +215,80 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := b.svc.refused(); err != nil {
 		return fmt.Errorf("%w: register service: %v (the broker's NATS user must be allowed to subscribe to %s.> and $SRV.>)", ErrUnavailable, err, b.subj.Base())
 	}
-	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket, "journal", b.jr.stream)
+	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket, "journal", b.jr.stream, "term", b.lead.term())
 	return nil
+}
+
+// openStores opens (or creates) the bucket and the journal. While JetStream
+// does not answer (a cluster still electing its meta leader, a server
+// restarting) it waits, saying what it waits for, until ctx ends.
+func (b *Broker) openStores(ctx context.Context) error {
+	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(1<<16),
+		// A write whose connection died must fail, not wait forever.
+		jetstream.WithPublishAsyncTimeout(10*time.Second))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	b.js = js
+	storage := jetstream.FileStorage
+	if b.opts.memory {
+		storage = jetstream.MemoryStorage
+	}
+	var lastLog time.Time
+	backoff := 100 * time.Millisecond
+	for {
+		err := b.openOnce(ctx, storage)
+		if err == nil || !jetStreamNotReady(err) {
+			return err
+		}
+		if time.Since(lastLog) > 5*time.Second {
+			lastLog = time.Now()
+			b.log.Info("waiting for JetStream", "bucket", b.opts.bucket, "replicas", b.opts.replicas, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: JetStream did not become ready (%v): %v", ErrStore, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// openOnce tries once to open the bucket and the journal.
+func (b *Broker) openOnce(ctx context.Context, storage jetstream.StorageType) error {
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	kv, err := b.js.CreateOrUpdateKeyValue(actx, jetstream.KeyValueConfig{
+		Bucket: b.opts.bucket, Description: "slotbroker limits and snapshots", History: 1,
+		Storage: storage, Replicas: b.opts.replicas, LimitMarkerTTL: purgeMarkerTTL,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: open bucket %q: %w", ErrStore, b.opts.bucket, err)
+	}
+	b.kv = kv
+	b.kvSubject = "$KV." + b.opts.bucket + "."
+	b.jr, err = openJournal(actx, b.js, b.opts.bucket, storage, b.opts.replicas, int(b.nc.MaxPayload()), b.abort, b.leading)
+	return err
+}
+
+// jetStreamNotReady tells whether an error opening the stores may pass by
+// itself: JetStream did not answer, or answered that it is not ready yet.
+// A refusal that needs an operator (permissions, a bucket or stream
+// configured otherwise) does not.
+func jetStreamNotReady(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case 10008, // JetStream system temporarily unavailable
+			10023, // insufficient resources (peers not yet up)
+			jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+			return true
+		}
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // flush waits until the server has processed everything sent so far, within
@@ -263,6 +346,17 @@ func (b *Broker) Stop() error {
 		if b.writerDone != nil {
 			close(b.writerStop)
 			<-b.writerDone
+		}
+		// Hand over: a standby takes the lease at once (the journal holds
+		// everything answered).
+		if b.renewDone != nil {
+			close(b.renewStop)
+			<-b.renewDone
+			b.releaseLeadership()
+		}
+		if b.statusDone != nil {
+			close(b.statusStop)
+			<-b.statusDone
 		}
 	})
 	return err

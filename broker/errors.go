@@ -13,3 +13,8 @@ var (
 	// ErrUnavailable is returned when a server cannot be started or reached.
 	ErrUnavailable = errors.New("broker: unavailable")
 )
+
+// ErrLostLeadership: the broker lost the leader lease (another broker took
+// it, or it could not renew it in time) and stopped serving. A supervisor
+// starts a new Broker, which stands by.
+var ErrLostLeadership = errors.New("broker: lost the leader lease")

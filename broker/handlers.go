@@ -46,8 +46,13 @@ func (b *Broker) handler(ep *endpoint) nats.MsgHandler {
 		if !b.answerable(m) {
 			return
 		}
-		req := &request{msg: m, nc: b.nc, ep: ep}
+		req := &request{msg: m, nc: b.nc, ep: ep, lead: b.lead}
 		enc := messages.Detect(m.Data)
+		if !b.leading() {
+			e := messages.Errorf(messages.CodeUnavailable, "this broker no longer leads: retry (another broker takes over)")
+			respond(req, enc, errorReply{e}, e)
+			return
+		}
 		if len(m.Data) > messages.MaxRequestBytes {
 			e := messages.Errorf(messages.CodeBadRequest, "the request is %d bytes: the maximum is %d", len(m.Data), messages.MaxRequestBytes)
 			respond(req, enc, errorReply{e}, e)

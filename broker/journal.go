@@ -56,6 +56,9 @@ type journal struct {
 	subject  string
 	maxBytes int
 	quit     <-chan struct{}
+	// leading tells whether the broker still holds the leader lease: an
+	// append is not sent, nor retried, once it does not.
+	leading func() bool
 
 	// Guarded by the Broker's mu:
 	pending []journalOp
@@ -90,7 +93,7 @@ func journalSubject(bucket string) string { return "$SLOTBROKER." + bucket + ".j
 var ErrDeposed = errors.New("broker: another broker writes the journal")
 
 // openJournal creates (or opens) the journal stream.
-func openJournal(ctx context.Context, js jetstream.JetStream, bucket string, storage jetstream.StorageType, replicas, maxPayload int, quit <-chan struct{}) (*journal, error) {
+func openJournal(ctx context.Context, js jetstream.JetStream, bucket string, storage jetstream.StorageType, replicas, maxPayload int, quit <-chan struct{}, leading func() bool) (*journal, error) {
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: journalStream(bucket), Description: "slotbroker journal: the write-ahead log of bucket " + bucket,
 		Subjects: []string{journalSubject(bucket)}, Storage: storage, Replicas: replicas,
@@ -100,7 +103,7 @@ func openJournal(ctx context.Context, js jetstream.JetStream, bucket string, sto
 		return nil, fmt.Errorf("%w: open journal stream %q: %v", ErrStore, journalStream(bucket), err)
 	}
 	return &journal{js: js, stream: journalStream(bucket), subject: journalSubject(bucket),
-		maxBytes: max(maxPayload-8192, 16384), quit: quit, wake: make(chan struct{}, 1)}, nil
+		maxBytes: max(maxPayload-8192, 16384), quit: quit, leading: leading, wake: make(chan struct{}, 1)}, nil
 }
 
 // add queues ops for the next append and returns the group that is done
@@ -233,6 +236,9 @@ func (j *journal) appendOps(ops []journalOp, lastSeq uint64) (uint64, error) {
 func (j *journal) publish(m *nats.Msg, id string, lastSeq uint64) (uint64, error) {
 	backoff := 20 * time.Millisecond
 	for {
+		if !j.leading() {
+			return 0, fmt.Errorf("%w: append to %s not sent: this broker no longer holds the leader lease", ErrLostLeadership, j.stream)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		ack, err := j.js.PublishMsg(ctx, m, jetstream.WithMsgID(id), jetstream.WithExpectLastSequence(lastSeq))
 		cancel()

@@ -27,6 +27,11 @@ const (
 	// DefaultReconnectGrace covers a client's reconnection to a restarted
 	// server (nats.go waits 2 s between attempts by default).
 	DefaultReconnectGrace = 10 * time.Second
+	// DefaultLeaderLease is the leader lease (leadership.go): a standby
+	// takes over this long after it last saw the leader renew it. Renewed
+	// every quarter of it, it survives three lost renewals; short enough
+	// that a killed leader is replaced within 2 s.
+	DefaultLeaderLease = 1500 * time.Millisecond
 )
 
 type options struct {
@@ -50,6 +55,8 @@ type options struct {
 	maxWaiters         int
 	// interest, when set, tells whether an event subject has subscribers.
 	interest func(subject string) bool
+	// leaderLease is the leader lease's length (leadership.go).
+	leaderLease time.Duration
 }
 
 func defaultOptions() options {
@@ -63,6 +70,7 @@ func defaultOptions() options {
 		snapshotEntries: DefaultSnapshotEntries, snapshotInterval: DefaultSnapshotInterval,
 		notifyRoots: []string{DefaultNotifyRoot},
 		log:         slog.New(slog.DiscardHandler),
+		leaderLease: DefaultLeaderLease,
 	}
 }
 
@@ -244,6 +252,20 @@ func WithEventInterest(fn func(subject string) bool) Option {
 			return configErr("event interest function is nil")
 		}
 		o.interest = fn
+		return nil
+	}
+}
+
+// WithLeaderLease sets the leader lease (default DefaultLeaderLease, 500 ms
+// to 1 min): how long after a leader's last renewal a standby takes over.
+// Every broker on a bucket should use the same; the leader record carries
+// the leader's own, which standbys honour.
+func WithLeaderLease(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 500*time.Millisecond || d > time.Minute {
+			return configErr("leader lease %v: give 500ms to 1m", d)
+		}
+		o.leaderLease = d
 		return nil
 	}
 }

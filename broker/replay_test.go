@@ -198,7 +198,7 @@ func TestReplayFromAnySnapshotReachesTheLiveState(t *testing.T) {
 		loaded := decodeRecords(want, messages.DefaultPrefix, func(msg, key string, detail any) {
 			rt.Fatalf("%s: %s: %v", msg, key, detail)
 		})
-		restoreState(restored, loaded, maxToken, sim.now, &effects{})
+		restoreState(restored, loaded, maxToken, sim.now, false, &effects{})
 		compareStates(rt, sim.st, restored)
 		replayStats.leases += len(sim.st.leases)
 		replayStats.waiters += len(sim.st.waiters)

@@ -57,6 +57,10 @@ type request struct {
 	msg *nats.Msg
 	nc  *nats.Conn
 	ep  *endpoint
+	// lead is the broker's leader lease: an answer is sent only while it
+	// is valid (one from a broker that no longer leads could come from a
+	// stale view), else the requester is told to retry.
+	lead *leadership
 }
 
 // Data is the request's body.
@@ -68,14 +72,30 @@ func (r *request) Subject() string { return r.msg.Subject }
 // Reply is the request's reply subject.
 func (r *request) Reply() string { return r.msg.Reply }
 
-// Respond answers the request.
+// Respond answers the request, while the broker leads.
 func (r *request) Respond(data []byte) error {
+	if r.lead != nil && !r.lead.valid() {
+		return r.notLeading()
+	}
 	return r.nc.Publish(r.msg.Reply, data)
+}
+
+// notLeading answers that this broker no longer leads: the client retries,
+// and the new leader answers from the journal's state.
+func (r *request) notLeading() error {
+	const msg = "this broker no longer leads: retry (another broker takes over)"
+	data, _ := messages.Marshal(messages.Detect(r.msg.Data), errorReply{messages.Errorf(messages.CodeUnavailable, msg)})
+	r.ep.failed("503:" + msg)
+	return r.nc.PublishMsg(&nats.Msg{Subject: r.msg.Reply, Data: data, Header: nats.Header{
+		micro.ErrorHeader: []string{msg}, micro.ErrorCodeHeader: []string{"503"}}})
 }
 
 // Error answers the request with the micro error headers set and counts the
 // error in the endpoint's statistics.
 func (r *request) Error(code, description string, data []byte) error {
+	if r.lead != nil && !r.lead.valid() && code != "503" {
+		return r.notLeading()
+	}
 	r.ep.failed(code + ":" + description)
 	return r.nc.PublishMsg(&nats.Msg{Subject: r.msg.Reply, Data: data, Header: nats.Header{
 		micro.ErrorHeader: []string{description}, micro.ErrorCodeHeader: []string{code}}})

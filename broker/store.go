@@ -17,63 +17,27 @@ import (
 	"github.com/slotbroker/slotbroker/messages"
 )
 
-// recover rebuilds the state: the newest complete snapshot, then the
-// journal after it replayed into the view through the same apply as live
-// appends; with neither, a bucket written by the previous release
-// (limit.*, lease.*, wait.* keys) is imported. A snapshot is written at once
-// when none was loaded, so that the next start does not depend on the
-// journal's first entries or on the imported keys.
-func (b *Broker) recover(ctx context.Context) error {
-	man, recs, err := b.loadSnapshot(ctx)
-	if err != nil {
-		return err
-	}
-	stream, err := b.js.Stream(ctx, b.jr.stream)
-	if err != nil {
-		return fmt.Errorf("%w: journal %s: %v", ErrStore, b.jr.stream, err)
-	}
-	last := stream.CachedInfo().State.LastSeq
-	var from, lastToken uint64 = 1, 0
-	imported := false
-	switch {
-	case man != nil:
-		from, lastToken = man.Seq+1, man.LastToken
-	case last == 0:
-		if recs, err = b.readLegacy(ctx); err != nil {
-			return err
-		}
-		imported = len(recs) > 0
-		if imported {
-			// The previous release's tokens were record revisions, also of
-			// leases released since: go on above the bucket's last one.
-			if kvs, err := b.js.Stream(ctx, "KV_"+b.opts.bucket); err == nil {
-				lastToken = kvs.CachedInfo().State.LastSeq
-			}
-		}
-	}
-	if first := stream.CachedInfo().State.FirstSeq; last >= from && first > from {
-		return fmt.Errorf("%w: the journal %s starts at sequence %d, but the newest readable snapshot covers only up to %d: refusing to start with part of the state (restore the bucket's snapshots, or start on a fresh bucket)",
-			ErrStore, b.jr.stream, first, from-1)
-	}
-	b.view.apply(opsOf(recs), from-1)
-	b.replayedTo = from - 1
-	replayed, maxToken, err := b.replay(ctx, from, last)
-	if err != nil {
-		return err
-	}
-	b.jr.lastSeq = last
-	// The view holds the appends up to the last complete one: a snapshot
-	// taken now covers that, and the journal after it is replayed again.
-	b.view.seq = b.replayedTo
-	lastToken = max(lastToken, maxToken)
-	b.restore(b.view.records(), lastToken)
-	b.log.Info("journal replayed", "snapshot", manifestSeq(man), "entries", replayed, "last_seq", last, "imported", imported)
-	if man == nil && (last > 0 || imported) {
+// resume rebuilds the state of a broker that has just claimed the journal
+// (at sequence claimed) from the view the follower built: the newest
+// snapshot and the journal after it, or a bucket of the previous release.
+// Lease deadlines are re-armed: a holder gets at least its TTL from now,
+// as etcd gives on promotion, so that a failover never expires a live
+// holder. A snapshot is written at once when none was loaded, so that the
+// next start depends neither on the journal's first entries nor on the
+// imported keys.
+func (b *Broker) resume(ctx context.Context, base baseState, f *follower, claimed uint64) error {
+	b.jr.lastSeq = claimed
+	b.applied.Store(claimed)
+	b.view.apply(nil, claimed)
+	b.replayedTo = claimed
+	b.restore(b.view.records(), max(base.lastToken, b.tokenFloor))
+	b.log.Info("journal replayed", "snapshot", manifestSeq(base.man), "from", base.from, "read_to", f.readTo.Load(), "claimed", claimed, "imported", base.imported)
+	if base.man == nil {
 		if err := b.writeSnapshot(ctx); err != nil {
 			return err
 		}
-		if imported {
-			b.dropLegacy(ctx, recs)
+		if base.imported {
+			b.dropLegacy(ctx, base.legacy)
 		}
 	}
 	return nil
@@ -93,77 +57,6 @@ func opsOf(recs map[string][]byte) []journalOp {
 		ops = append(ops, journalOp{Key: k, Val: v})
 	}
 	return ops
-}
-
-// replay applies the journal's entries from..last to the view, an append
-// only once all its parts are read (a crash between parts loses the whole
-// append, which nobody was answered for). It returns how many appends it
-// applied and the highest fencing token it saw.
-func (b *Broker) replay(ctx context.Context, from, last uint64) (int, uint64, error) {
-	if last < from {
-		return 0, 0, nil
-	}
-	cons, err := b.js.OrderedConsumer(ctx, b.jr.stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
-	if err != nil {
-		return 0, 0, fmt.Errorf("%w: read journal: %v", ErrStore, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return 0, 0, fmt.Errorf("%w: read journal: %v", ErrStore, err)
-	}
-	defer it.Stop()
-	var batch string
-	var parts []journalOp
-	var maxToken uint64
-	applied, nextPart := 0, 0
-	// Next blocks: ending ctx stops the iterator, which ends it.
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				err = ctx.Err()
-			}
-			return applied, maxToken, fmt.Errorf("%w: read journal: %v", ErrStore, err)
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return applied, maxToken, fmt.Errorf("%w: read journal: %v", ErrStore, err)
-		}
-		seq := meta.Sequence.Stream
-		var ent journalEntry
-		if err := json.Unmarshal(m.Data(), &ent); err != nil {
-			b.log.Warn("skipping an unreadable journal entry", "seq", seq, "err", err)
-		}
-		id := m.Headers().Get(hdrBatch)
-		i, total := partOf(m.Headers().Get(hdrPart))
-		switch {
-		case i == 1:
-			// A new append; one whose parts stopped short is dropped.
-			batch, parts, nextPart = id, nil, 1
-		case id != batch || i != nextPart:
-			// A part without its beginning: never applied.
-			batch, parts, nextPart = "", nil, 0
-		}
-		if nextPart == i {
-			parts = append(parts, ent.Ops...)
-			nextPart++
-			if i == total {
-				b.view.apply(parts, seq)
-				for _, op := range parts {
-					maxToken = max(maxToken, tokenOf(op))
-				}
-				applied++
-				b.replayedTo = seq
-				batch, parts, nextPart = "", nil, 0
-			}
-		}
-		if seq >= last {
-			return applied, maxToken, nil
-		}
-	}
 }
 
 // partOf parses "i/n" (a message without it is a whole append).
@@ -248,7 +141,7 @@ func (b *Broker) restore(recs map[string][]byte, lastToken uint64) {
 	b.mu.Lock()
 	now := b.now()
 	fx := &effects{}
-	expired := restoreState(b.st, loaded, lastToken, now, fx)
+	expired := restoreState(b.st, loaded, lastToken, now, true, fx)
 	bt := b.applyLocked(fx)
 	b.mu.Unlock()
 	b.log.Info("state loaded", "limits", len(loaded.limits), "leases", len(loaded.leases), "waiters", len(loaded.waiters), "expired", expired)
@@ -367,9 +260,11 @@ func decodePart(keys []string, recs map[string][]byte, servicePrefix string) dec
 // restoreState rebuilds st from loaded records at now: limits, then leases
 // (expired ones are dropped at once, grants not yet accepted are pushed
 // again), then waiters in the order they were queued, then dispatches. It
-// returns how many leases it expired. The same code serves a start and the
+// returns how many leases it expired. With rearm, every lease accepted by
+// its holder gets at least its TTL from now first (the holder could not
+// renew while no broker served). The same code serves a start and the
 // replay property test.
-func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time, fx *effects) int {
+func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time, rearm bool, fx *effects) int {
 	limits, leases, waiters := rec.limits, rec.leases, rec.waiters
 	st.lastToken = lastToken
 	for _, r := range limits {
@@ -393,6 +288,9 @@ func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time,
 			continue
 		}
 		l.names = existing(st, l.names)
+		if rearm && !(l.waitID != "" && pendingWaits[l.waitID]) && l.expires.Before(now.Add(l.ttl)) {
+			l.expires = now.Add(l.ttl)
+		}
 		st.leases[l.id] = l
 		if l.waitID != "" {
 			st.byWait[l.waitID] = l

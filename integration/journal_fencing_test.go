@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -9,57 +8,84 @@ import (
 
 	"github.com/slotbroker/slotbroker/broker"
 	"github.com/slotbroker/slotbroker/client"
+	"github.com/slotbroker/slotbroker/messages"
 )
 
-// TestSecondWriterIsRefusedAndStops: every journal append is conditional on
-// the journal's last sequence as its broker stored it. A second broker on
-// the same bucket (started by accident, or a deposed one that woke up) is
-// refused at its first append, stops serving and says why, and nothing it
-// did reaches the state: the first broker's limits and leases are intact.
-func TestSecondWriterIsRefusedAndStops(t *testing.T) {
+// TestSecondBrokerOnABucketStandsBy: a second broker started on the same
+// bucket (by accident, or as a standby) does not serve while the first
+// leads: a limit of 1 admits one of six try-acquires, not two. When the first
+// stops, the second takes over at once with the first's state.
+func TestSecondBrokerOnABucketStandsBy(t *testing.T) {
 	ev := newEnv(t)
 	ctx := ctxT(t, time.Minute)
 	first := ev.e.Client
 	if _, err := first.CreateLimit(ctx, "db", 1); err != nil {
 		t.Fatal(err)
 	}
-	second, err := broker.New(ev.conn(), broker.WithPrefix("second"))
+	second, err := broker.New(ev.conn())
 	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := second.Start(sctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = second.Stop() })
-	// The first broker appends after the second read the journal.
-	held, err := first.Acquire(ctx, "db", 1, client.WithLeaseTTL(time.Hour))
-	if err != nil {
-		t.Fatal(err)
+	started := make(chan error, 1)
+	go func() { started <- second.Start(ctx) }()
+	eventually(t, 10*time.Second, "the second broker standing by", func() bool { return second.Role() == messages.RoleStandby })
+	granted := 0
+	var held *client.Lease
+	for range 6 {
+		l, err := first.TryAcquire(ctx, "db", 1, client.WithLeaseTTL(time.Hour))
+		if err == nil {
+			granted++
+			held = l
+		} else if !errors.Is(err, client.ErrNoSlots) {
+			t.Fatal(err)
+		}
 	}
-	// The second broker's first append is refused.
-	other := ev.client(client.WithPrefix("second"), client.WithRetryFor(0))
-	if _, err := other.CreateLimit(ctx, "evil", 5); err == nil {
-		t.Fatal("the second writer's create was answered as stored")
+	if granted != 1 {
+		t.Fatalf("%d of 6 try-acquires on a limit of 1 were granted with a second broker on the bucket", granted)
 	}
 	select {
-	case <-second.Done():
-	case <-ctx.Done():
-		t.Fatal("the second writer did not stop after its append was refused")
+	case err := <-started:
+		t.Fatalf("the second broker's Start returned (%v) while the first leads", err)
+	default:
 	}
-	if err := second.Err(); !errors.Is(err, broker.ErrDeposed) || !strings.Contains(err.Error(), "refused") {
-		t.Fatalf("the second writer's reason: %v, want ErrDeposed saying the append was refused", err)
+	rsStopBroker(t, ev)
+	if err := <-started; err != nil {
+		t.Fatalf("the standby did not take over: %v", err)
 	}
-	// Nothing of it reached the state: a restart of the first broker loads
-	// db with its holder and no limit evil.
-	rsRestartBroker(t, ev)
 	info, err := first.GetLimit(ctx, "db")
-	if err != nil || info.HoldersTotal != 1 || info.Holders[0].LeaseID != held.ID() {
-		t.Fatalf("db after the restart: %+v, %v", info, err)
+	if err != nil || info.HoldersTotal != 1 || info.Holders[0].LeaseID != held.ID() || info.Holders[0].Token != held.Token() {
+		t.Fatalf("db after the takeover: %+v, %v, want the lease %s held", info, err, held.ID())
 	}
-	if _, err := first.GetLimit(ctx, "evil"); !errors.Is(err, client.ErrNotFound) {
-		t.Fatalf("limit evil after the restart: %v, want not found", err)
+}
+
+// TestForeignAppendDeposesTheLeader: every journal append is conditional on
+// the journal's last sequence as its broker stored it. When another writer
+// appends (a broker that took over while this one was paused), this
+// broker's next append is refused, it stops serving and says why, and the
+// change is not answered as stored.
+func TestForeignAppendDeposesTheLeader(t *testing.T) {
+	ev := newEnv(t)
+	ctx := ctxT(t, time.Minute)
+	if _, err := ev.e.Client.CreateLimit(ctx, "db", 1); err != nil {
+		t.Fatal(err)
+	}
+	part, _ := journalPartWriter(ctx, t, ev)
+	part("Z", "1/1", "foreign")
+	other := ev.client(client.WithRetryFor(0))
+	if _, err := other.CreateLimit(ctx, "evil", 5); err == nil {
+		t.Fatal("a create was answered as stored after another writer appended to the journal")
+	}
+	select {
+	case <-ev.e.Broker.Done():
+	case <-ctx.Done():
+		t.Fatal("the broker did not stop after its append was refused")
+	}
+	if err := ev.e.Broker.Err(); !errors.Is(err, broker.ErrDeposed) || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("the broker's reason: %v, want ErrDeposed saying the append was refused", err)
+	}
+	if recs := storedRecords(t, ev.conn()); recs["limit.evil"] != nil {
+		t.Fatal("the refused create reached the journal")
 	}
 }
 

@@ -407,6 +407,19 @@ func recordField[T any](t testing.TB, recs map[string]json.RawMessage, key, fiel
 // stopped.
 func journalPartWriter(ctx context.Context, t *testing.T, ev *env) (write func(batch, part, name string), last func() uint64) {
 	t.Helper()
+	try, last := journalPartTryWriter(ctx, t, ev)
+	return func(batch, part, name string) {
+		t.Helper()
+		if err := try(batch, part, name); err != nil {
+			t.Fatal(err)
+		}
+	}, last
+}
+
+// journalPartTryWriter is journalPartWriter whose write returns the error of
+// a refused append (the journal moved on since this writer's last append).
+func journalPartTryWriter(ctx context.Context, t *testing.T, ev *env) (write func(batch, part, name string) error, last func() uint64) {
+	t.Helper()
 	js, err := jetstream.New(ev.conn())
 	if err != nil {
 		t.Fatal(err)
@@ -417,8 +430,7 @@ func journalPartWriter(ctx context.Context, t *testing.T, ev *env) (write func(b
 	}
 	seq := stream.CachedInfo().State.LastSeq
 	now := time.Now().UTC()
-	write = func(batch, part, name string) {
-		t.Helper()
+	write = func(batch, part, name string) error {
 		rec, _ := json.Marshal(map[string]any{"name": name, "limit": 1, "active": true, "created_at": now, "updated_at": now})
 		body, _ := json.Marshal(map[string]any{"ops": []map[string]any{{"k": "limit." + name, "v": json.RawMessage(rec)}}})
 		m := nats.NewMsg(journalSubjectName)
@@ -427,9 +439,10 @@ func journalPartWriter(ctx context.Context, t *testing.T, ev *env) (write func(b
 		m.Header.Set(journalHdrPart, part)
 		ack, err := js.PublishMsg(ctx, m, jetstream.WithExpectLastSequence(seq))
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		seq = ack.Sequence
+		return nil
 	}
 	return write, func() uint64 { return seq }
 }
@@ -446,6 +459,18 @@ func legacyBucket(ctx context.Context, t *testing.T, ev *env) (jetstream.KeyValu
 	kv, err := js.KeyValue(ctx, messages.DefaultBucket)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The previous release had neither a journal nor snapshots (every
+	// start writes a claim entry and, on a fresh bucket, a snapshot).
+	if err := js.DeleteStream(ctx, "SLOTBROKER_JOURNAL_"+messages.DefaultBucket); err != nil {
+		t.Fatal(err)
+	}
+	if lister, err := kv.ListKeysFiltered(ctx, "snap.>"); err == nil {
+		for k := range lister.Keys() {
+			if err := kv.Purge(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	return kv, func(key string, v any) uint64 {
 		t.Helper()

@@ -517,6 +517,12 @@ func TestLeaseReleaseIdempotent(t *testing.T) {
 			t.Fatalf("Err %v, want ErrLeaseLost", l.Err())
 		}
 		rsStartBroker(t, ev)
+		// The new broker gives the holder its TTL again (a failover never
+		// expires a live holder); nobody renews it, so it expires then.
+		eventually(t, 10*time.Second, "the re-armed lease expired", func() bool {
+			info, err := c.GetLimit(ctx, "rel")
+			return err == nil && len(info.Holders) == 0
+		})
 		if err := l.Release(ctx); err != nil {
 			t.Fatalf("release of an expired lease: %v", err)
 		}

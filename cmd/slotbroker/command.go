@@ -107,6 +107,7 @@ func bindFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.IntVar(&cfg.Replicas, flagReplicas, d.Replicas, "replicas of the bucket on a clustered JetStream (1 to 5)")
 	fs.DurationVar(&cfg.LeaseTTL, flagLeaseTTL, d.LeaseTTL, "lease time to live when the client asks for none")
 	fs.DurationVar(&cfg.MaxLeaseTTL, flagMaxLeaseTTL, d.MaxLeaseTTL, "longest lease time to live a client may ask for")
+	fs.DurationVar(&cfg.LeaderLease, flagLeaderLease, d.LeaderLease, "with several brokers on one bucket: how long after the leader's last renewal of its lease a standby takes over (500ms to 1m; the same on every broker)")
 	fs.DurationVar(&cfg.GrantTimeout, flagGrantTimeout, d.GrantTimeout, "how long a grant pushed to a queued waiter waits for its acceptance before the slots go to the next waiter (10ms to 1m)")
 	fs.IntVar(&cfg.MaxWaitersPerInbox, flagMaxWaitersPI, d.MaxWaitersPerInbox, "most acquisitions one client inbox (one Go Client) may have queued at once; more are refused with too_many_waiters (1 or more)")
 	fs.IntVar(&cfg.MaxWaiters, flagMaxWaiters, d.MaxWaiters, "most acquisitions queued in the whole broker, about 1 KB of memory each; more are refused with too_many_waiters (1 or more)")

@@ -33,6 +33,7 @@ const (
 	flagLeaseTTL     = "lease-ttl"
 	flagMaxLeaseTTL  = "max-lease-ttl"
 	flagGrantTimeout = "grant-timeout"
+	flagLeaderLease  = "leader-lease"
 	flagMaxWaitersPI = "max-waiters-per-inbox"
 	flagMaxWaiters   = "max-waiters"
 	flagInboxPrefix  = "inbox-prefix"
@@ -79,6 +80,9 @@ type Config struct {
 	MaxLeaseTTL time.Duration
 	// GrantTimeout bounds the wait for a waiter's acceptance of a grant.
 	GrantTimeout time.Duration
+	// LeaderLease is how long after the leader's last renewal a standby
+	// broker takes over.
+	LeaderLease time.Duration
 	// MaxWaitersPerInbox and MaxWaiters bound the queued acquisitions of
 	// one client inbox and of the whole broker.
 	MaxWaitersPerInbox int
@@ -101,6 +105,7 @@ func defaultConfig() Config {
 
 		SyncAlways:         true,
 		GrantTimeout:       broker.DefaultGrantTimeout,
+		LeaderLease:        broker.DefaultLeaderLease,
 		MaxWaitersPerInbox: broker.DefaultMaxWaitersPerInbox,
 		MaxWaiters:         broker.DefaultMaxWaiters,
 		LogLevel:           "info",
@@ -220,6 +225,9 @@ func (c *Config) brokerOptions(log *slog.Logger) ([]broker.Option, error) {
 	if c.GrantTimeout < minGrantTimeout || c.GrantTimeout > maxGrantTimeout {
 		return nil, configErr("--grant-timeout %v: give 10ms to 1m", c.GrantTimeout)
 	}
+	if c.LeaderLease < 500*time.Millisecond || c.LeaderLease > time.Minute {
+		return nil, configErr("--leader-lease %v: give 500ms to 1m", c.LeaderLease)
+	}
 	if c.MaxWaitersPerInbox < 1 {
 		return nil, configErr("--max-waiters-per-inbox %d: give 1 or more", c.MaxWaitersPerInbox)
 	}
@@ -232,6 +240,7 @@ func (c *Config) brokerOptions(log *slog.Logger) ([]broker.Option, error) {
 		broker.WithReplicas(c.Replicas),
 		broker.WithLeaseTTL(c.LeaseTTL, broker.DefaultMinLeaseTTL, c.MaxLeaseTTL),
 		broker.WithGrantTimeout(c.GrantTimeout),
+		broker.WithLeaderLease(c.LeaderLease),
 		broker.WithMaxWaitersPerInbox(c.MaxWaitersPerInbox),
 		broker.WithMaxWaiters(c.MaxWaiters),
 		broker.WithLogger(log),
@@ -255,8 +264,8 @@ func parseLevel(s string) (slog.Level, error) {
 
 // describe is a one-line summary of the settings for the debug log.
 func (c *Config) describe() string {
-	s := fmt.Sprintf("prefix=%s bucket=%s replicas=%d lease-ttl=%v max-lease-ttl=%v grant-timeout=%v max-waiters-per-inbox=%d max-waiters=%d",
-		c.Prefix, c.Bucket, c.Replicas, c.LeaseTTL, c.MaxLeaseTTL, c.GrantTimeout, c.MaxWaitersPerInbox, c.MaxWaiters)
+	s := fmt.Sprintf("prefix=%s bucket=%s replicas=%d lease-ttl=%v max-lease-ttl=%v grant-timeout=%v leader-lease=%v max-waiters-per-inbox=%d max-waiters=%d",
+		c.Prefix, c.Bucket, c.Replicas, c.LeaseTTL, c.MaxLeaseTTL, c.GrantTimeout, c.LeaderLease, c.MaxWaitersPerInbox, c.MaxWaiters)
 	if c.InboxPrefix != "" {
 		s += " inbox-prefix=" + c.InboxPrefix
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,11 +18,10 @@ import (
 	"github.com/slotbroker/slotbroker/broker"
 )
 
-// Bounds of the startup and shutdown steps.
-const (
-	startTimeout = 30 * time.Second
-	drainTimeout = 10 * time.Second
-)
+// drainTimeout bounds the drain of the connection at shutdown. Startup has
+// no bound: a broker waits for JetStream and for the leadership as long as
+// it runs, saying what it waits for.
+const drainTimeout = 10 * time.Second
 
 // daemon is the running pieces, each nil until started.
 type daemon struct {
@@ -31,6 +31,8 @@ type daemon struct {
 	nc     *nats.Conn
 	closed chan struct{}
 	b      *broker.Broker
+	// opts are the options of every broker the daemon starts.
+	opts []broker.Option
 }
 
 // servingHook, when set (by tests only), is called with the daemon once it
@@ -66,7 +68,25 @@ func run(parent context.Context, cfg *Config, stderr io.Writer) error {
 	if servingHook != nil {
 		servingHook(d)
 	}
-	if lost := d.wait(ctx); lost != nil {
+	lost := d.wait(ctx)
+	for lost != nil && d.deposed() {
+		// Another broker leads now: stand by again on the same connection.
+		log.Warn("lost the leadership; standing by", "err", d.b.Err())
+		if err := d.b.Stop(); err != nil {
+			log.Debug("stop after losing the leadership", "err", err)
+		}
+		if err := d.startBroker(ctx); err != nil {
+			_ = d.shutdown()
+			if ctx.Err() != nil {
+				log.Info("stopped while standing by")
+				return nil
+			}
+			return err
+		}
+		fmt.Fprintln(stderr, d.banner())
+		lost = d.wait(ctx)
+	}
+	if lost != nil {
 		// The shutdown's errors (unflushed writes, a failed drain) follow
 		// from the loss: what the operator needs is the loss itself.
 		if err := d.shutdown(); err != nil {
@@ -149,12 +169,26 @@ func (d *daemon) start(ctx context.Context) error {
 		// The embedded server knows every subscriber: skip events nobody watches.
 		opts = append(opts, broker.WithEventInterest(broker.ServerInterest(d.srv)))
 	}
-	if d.b, err = broker.New(d.nc, opts...); err != nil {
+	d.opts = opts
+	return d.startBroker(ctx)
+}
+
+// startBroker starts a broker on the connection. It waits, as long as ctx
+// lasts, for JetStream and for the leadership of the bucket (standing by
+// while another broker leads).
+func (d *daemon) startBroker(ctx context.Context) error {
+	var err error
+	if d.b, err = broker.New(d.nc, d.opts...); err != nil {
 		return err
 	}
-	sctx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	return d.b.Start(sctx)
+	return d.b.Start(ctx)
+}
+
+// deposed tells whether the broker stopped serving because another broker
+// leads now, its connection intact: the daemon stands by again.
+func (d *daemon) deposed() bool {
+	err := d.b.Err()
+	return !d.nc.IsClosed() && (errors.Is(err, broker.ErrLostLeadership) || errors.Is(err, broker.ErrDeposed))
 }
 
 func (d *daemon) connectExternal() error {
