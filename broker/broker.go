@@ -79,6 +79,9 @@ type Broker struct {
 	lead       *leadership
 	applied    atomic.Uint64
 	tokenFloor uint64
+	// journalTerm is the highest leader term among the journal's claim
+	// entries read (the follower's only writer).
+	journalTerm atomic.Uint64
 	// renewStop ends the lease's renewal, renewDone is closed when it has
 	// ended; statusStop and statusDone the same for the status key.
 	renewStop, renewDone   chan struct{}
@@ -183,21 +186,22 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.statusStop, b.statusDone = make(chan struct{}), make(chan struct{})
 	go b.runStatus()
-	base, f, err := b.standBy(ctx)
-	if err != nil {
+	if err := b.serveAsLeader(ctx); err != nil {
+		// Nothing of a failed start runs on: the status key and the lease
+		// end now, not at a Stop that may never come.
+		b.endLeadership()
+		close(b.statusStop)
+		<-b.statusDone
+		b.statusDone = nil
 		return err
 	}
-	b.lead.setRole(messages.RoleLeader)
-	b.renewStop, b.renewDone = make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(b.renewDone)
-		b.renewLeadership(b.renewStop)
-	}()
-	claimed, err := b.takeOver(ctx, f)
-	if err != nil {
-		return err
-	}
-	if err := b.resume(ctx, base, f, claimed); err != nil {
+	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket, "journal", b.jr.stream, "term", b.lead.term())
+	return nil
+}
+
+// serveAsLeader stands by until this broker leads, takes over and serves.
+func (b *Broker) serveAsLeader(ctx context.Context) error {
+	if err := b.takeLead(ctx); err != nil {
 		return err
 	}
 	b.writerDone = make(chan struct{})
@@ -215,8 +219,38 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := b.svc.refused(); err != nil {
 		return fmt.Errorf("%w: register service: %v (the broker's NATS user must be allowed to subscribe to %s.> and $SRV.>)", ErrUnavailable, err, b.subj.Base())
 	}
-	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket, "journal", b.jr.stream, "term", b.lead.term())
 	return nil
+}
+
+// takeLead stands by until this broker holds the leader lease, then takes over
+// the journal and rebuilds the state.
+func (b *Broker) takeLead(ctx context.Context) error {
+	base, f, err := b.standBy(ctx)
+	if err != nil {
+		return err
+	}
+	b.lead.setRole(messages.RoleLeader)
+	b.renewStop, b.renewDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(b.renewDone)
+		b.renewLeadership(b.renewStop)
+	}()
+	claimed, err := b.takeOver(ctx, f)
+	if err != nil {
+		return err
+	}
+	return b.resume(ctx, base, f, claimed)
+}
+
+// endLeadership stops renewing the lease and hands it over.
+func (b *Broker) endLeadership() {
+	if b.renewDone == nil {
+		return
+	}
+	close(b.renewStop)
+	<-b.renewDone
+	b.renewDone = nil
+	b.releaseLeadership()
 }
 
 // openStores opens (or creates) the bucket and the journal. While JetStream
@@ -349,11 +383,7 @@ func (b *Broker) Stop() error {
 		}
 		// Hand over: a standby takes the lease at once (the journal holds
 		// everything answered).
-		if b.renewDone != nil {
-			close(b.renewStop)
-			<-b.renewDone
-			b.releaseLeadership()
-		}
+		b.endLeadership()
 		if b.statusDone != nil {
 			close(b.statusStop)
 			<-b.statusDone

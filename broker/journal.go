@@ -100,7 +100,7 @@ func openJournal(ctx context.Context, js jetstream.JetStream, bucket string, sto
 		Duplicates: 2 * time.Minute, Discard: jetstream.DiscardOld,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: open journal stream %q: %v", ErrStore, journalStream(bucket), err)
+		return nil, fmt.Errorf("%w: open journal stream %q: %w", ErrStore, journalStream(bucket), err)
 	}
 	return &journal{js: js, stream: journalStream(bucket), subject: journalSubject(bucket),
 		maxBytes: max(maxPayload-8192, 16384), quit: quit, leading: leading, wake: make(chan struct{}, 1)}, nil

@@ -240,7 +240,7 @@ func (b *Broker) lapse(s *leaderSeen) time.Duration {
 // campaign returns once this broker holds the leader lease, or with the
 // error that ended its wait (ctx, or the broker died). Meanwhile the caller
 // follows the journal.
-func (b *Broker) campaign(ctx context.Context) error {
+func (b *Broker) campaign(ctx context.Context, journalTerm func() uint64) error {
 	w, err := b.kv.Watch(ctx, messages.LeaderKey)
 	if err != nil {
 		return fmt.Errorf("%w: watch the leader key: %v", ErrStore, err)
@@ -283,9 +283,11 @@ func (b *Broker) campaign(ctx context.Context) error {
 			timer.Reset(wait)
 			continue
 		}
-		won, err := b.claim(ctx, seen.rev, seen.rec)
+		prev := seen.rec
+		prev.Term = max(prev.Term, journalTerm())
+		won, err := b.claim(ctx, seen.rev, prev)
 		if won {
-			b.log.Info("took the leader lease", "term", seen.rec.Term+1, "previous", seen.rec.ID, "previous_released", !seen.held)
+			b.log.Info("took the leader lease", "term", prev.Term+1, "previous", seen.rec.ID, "previous_released", !seen.held)
 			return nil
 		}
 		if err != nil {

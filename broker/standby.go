@@ -189,6 +189,9 @@ func (f *follower) apply(m jetstream.Msg) error {
 	if err := json.Unmarshal(m.Data(), &ent); err != nil {
 		f.b.log.Warn("skipping an unreadable journal entry", "seq", seq, "err", err)
 	}
+	if term, err := strconv.ParseUint(m.Headers().Get(hdrTerm), 10, 64); err == nil && term > f.b.journalTerm.Load() {
+		f.b.journalTerm.Store(term)
+	}
 	if ops, ok := f.asm.feed(m.Headers(), ent.Ops); ok {
 		f.b.view.apply(ops, seq)
 		for _, op := range ops {
@@ -256,7 +259,9 @@ func (b *Broker) standBy(ctx context.Context) (baseState, *follower, error) {
 	won := make(chan error, 1)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() { won <- b.campaign(cctx) }()
+	// The term goes on above the claims in the journal too, so it keeps
+	// increasing when the leader key expired with every broker down.
+	go func() { won <- b.campaign(cctx, b.journalTerm.Load) }()
 	for {
 		select {
 		case err := <-won:

@@ -264,8 +264,8 @@ func parseLevel(s string) (slog.Level, error) {
 
 // describe is a one-line summary of the settings for the debug log.
 func (c *Config) describe() string {
-	s := fmt.Sprintf("prefix=%s bucket=%s replicas=%d lease-ttl=%v max-lease-ttl=%v grant-timeout=%v leader-lease=%v max-waiters-per-inbox=%d max-waiters=%d",
-		c.Prefix, c.Bucket, c.Replicas, c.LeaseTTL, c.MaxLeaseTTL, c.GrantTimeout, c.LeaderLease, c.MaxWaitersPerInbox, c.MaxWaiters)
+	s := fmt.Sprintf("prefix=%s bucket=%s replicas=%d leader-lease=%v lease-ttl=%v max-lease-ttl=%v grant-timeout=%v max-waiters-per-inbox=%d max-waiters=%d",
+		c.Prefix, c.Bucket, c.Replicas, c.LeaderLease, c.LeaseTTL, c.MaxLeaseTTL, c.GrantTimeout, c.MaxWaitersPerInbox, c.MaxWaiters)
 	if c.InboxPrefix != "" {
 		s += " inbox-prefix=" + c.InboxPrefix
 	}

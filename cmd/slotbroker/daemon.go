@@ -76,11 +76,16 @@ func run(parent context.Context, cfg *Config, stderr io.Writer) error {
 			log.Debug("stop after losing the leadership", "err", err)
 		}
 		if err := d.startBroker(ctx); err != nil {
-			_ = d.shutdown()
 			if ctx.Err() != nil {
+				_ = d.shutdown()
 				log.Info("stopped while standing by")
 				return nil
 			}
+			if d.nc.IsClosed() {
+				// The leadership was lost with the connection: say that.
+				err = d.lostErr()
+			}
+			_ = d.shutdown()
 			return err
 		}
 		fmt.Fprintln(stderr, d.banner())

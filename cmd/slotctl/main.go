@@ -1,7 +1,8 @@
 // Command slotctl is the operator CLI of slotbroker: it manages concurrency
 // and rate limits (create, inspect, ls, update, enable, disable, delete),
 // runs a command while holding slots (run), takes rate-limit admission
-// (rate) and follows the broker's events (watch).
+// (rate), follows the broker's events (watch) and shows which broker leads
+// and how far each standby lags (status).
 //
 // Exit status: 0 success; the child's status for run; 64 usage error; 65
 // invalid input (bad name, occupy above the limit, limit exists or not

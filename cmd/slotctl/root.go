@@ -84,7 +84,7 @@ waiters; 77 permission denied (by the NATS server or the broker).`,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usageError("missing command: use one of create, inspect, ls, update, enable, disable, delete, run, rate, watch (see 'slotctl --help')")
+			return usageError("missing command: use one of create, inspect, ls, update, enable, disable, delete, run, rate, watch, status (see 'slotctl --help')")
 		},
 		PersistentPreRunE: func(*cobra.Command, []string) error {
 			if a.timeout <= 0 {
@@ -114,6 +114,7 @@ waiters; 77 permission denied (by the NATS server or the broker).`,
 
 	root.AddCommand(a.createCmd(), a.inspectCmd(), a.lsCmd(), a.updateCmd(), a.enableCmd(), a.disableCmd(),
 		a.deleteCmd(), a.runCmd(), a.rateCmd(), a.watchCmd())
+	root.AddCommand(a.statusCmd())
 	for _, c := range root.Commands() {
 		a.markStart(c)
 	}
