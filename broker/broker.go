@@ -86,6 +86,9 @@ type Broker struct {
 	// ended; statusStop and statusDone the same for the status key.
 	renewStop, renewDone   chan struct{}
 	statusStop, statusDone chan struct{}
+	statusOnce             sync.Once
+	// startDone is closed when Start returns: Stop waits for it.
+	startDone chan struct{}
 	// startedAt is when Start began serving; quit is closed by Stop.
 	startedAt time.Time
 	quit      chan struct{}
@@ -179,30 +182,84 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.started = true
 	b.startedAt = time.Now()
+	b.startDone = make(chan struct{})
 	b.mu.Unlock()
+	defer close(b.startDone)
+	// Stop ends a Start that waits (for JetStream, or standing by).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-b.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 
-	if err := b.openStores(ctx); err != nil {
-		return err
+	err := b.openStores(ctx)
+	if err == nil {
+		b.statusStop, b.statusDone = make(chan struct{}), make(chan struct{})
+		go b.runStatus()
+		err = b.serveAsLeader(ctx)
 	}
-	b.statusStop, b.statusDone = make(chan struct{}), make(chan struct{})
-	go b.runStatus()
-	if err := b.serveAsLeader(ctx); err != nil {
-		// Nothing of a failed start runs on: the status key and the lease
-		// end now, not at a Stop that may never come.
+	if err != nil {
+		// Nothing of a failed start waits on: the lease is handed over,
+		// the status key ends, changes queued for the journal fail.
 		b.endLeadership()
-		close(b.statusStop)
-		<-b.statusDone
-		b.statusDone = nil
-		return err
+		b.stopStatus()
+		b.failPending(err)
+		select {
+		case <-b.quit:
+			return ErrStopped
+		default:
+			return err
+		}
 	}
 	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket, "journal", b.jr.stream, "term", b.lead.term())
 	return nil
+}
+
+// stopStatus ends the status key's writer, once.
+func (b *Broker) stopStatus() {
+	b.statusOnce.Do(func() {
+		if b.statusDone != nil {
+			close(b.statusStop)
+			<-b.statusDone
+		}
+	})
+}
+
+// failPending fails the changes waiting for a journal writer that never
+// started (a failed Start), so that nothing waits for them.
+func (b *Broker) failPending(err error) {
+	if b.jr == nil || b.writerDone != nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.jr.dead == nil {
+		b.jr.dead = fmt.Errorf("%w: the start failed: %v", ErrUnavailable, err)
+	}
+	for {
+		s, ok := b.jr.next()
+		if !ok {
+			return
+		}
+		s.g.err = b.jr.dead
+		close(s.g.done)
+	}
 }
 
 // serveAsLeader stands by until this broker leads, takes over and serves.
 func (b *Broker) serveAsLeader(ctx context.Context) error {
 	if err := b.takeLead(ctx); err != nil {
 		return err
+	}
+	b.mu.Lock()
+	stopped := b.stopped
+	b.mu.Unlock()
+	if stopped {
+		return ErrStopped
 	}
 	b.writerDone = make(chan struct{})
 	go b.runJournal()
@@ -353,6 +410,13 @@ func (b *Broker) Stop() error {
 		// are answered unavailable.
 		grace := time.AfterFunc(stopGrace, func() { b.abortOnce.Do(func() { close(b.abort) }) })
 		defer grace.Stop()
+		// A Start still waiting or taking over ends first (quit cancels it).
+		b.mu.Lock()
+		startDone := b.startDone
+		b.mu.Unlock()
+		if startDone != nil {
+			<-startDone
+		}
 		if b.svc != nil {
 			err = b.svc.stop()
 		}
@@ -384,10 +448,7 @@ func (b *Broker) Stop() error {
 		// Hand over: a standby takes the lease at once (the journal holds
 		// everything answered).
 		b.endLeadership()
-		if b.statusDone != nil {
-			close(b.statusStop)
-			<-b.statusDone
-		}
+		b.stopStatus()
 	})
 	return err
 }

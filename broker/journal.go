@@ -317,6 +317,7 @@ func (b *Broker) store(s sealedAppend) bool {
 	}
 	b.mu.Lock()
 	b.jr.lastSeq = seq
+	b.applied.Store(seq)
 	if len(s.ops) > 0 {
 		b.jr.appends++
 	}

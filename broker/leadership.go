@@ -124,6 +124,12 @@ var errLeaseTaken = errors.New("the leader key changed")
 // broker now holds the lease.
 func (b *Broker) claim(ctx context.Context, rev uint64, prev messages.LeaderRecord) (bool, error) {
 	rec := messages.LeaderRecord{ID: b.lead.id, Term: prev.Term + 1, Since: time.Now().UTC(), LeaseMS: b.opts.leaderLease.Milliseconds()}
+	return b.writeLease(ctx, rev, rec)
+}
+
+// writeLease writes rec over revision rev; on success this broker holds the
+// lease, valid from the moment the write was sent.
+func (b *Broker) writeLease(ctx context.Context, rev uint64, rec messages.LeaderRecord) (bool, error) {
 	sent := b.lead.elapsed()
 	cctx, cancel := context.WithTimeout(ctx, b.opts.leaderLease/2)
 	newRev, err := b.putLeader(cctx, rec, rev)
@@ -139,6 +145,31 @@ func (b *Broker) claim(ctx context.Context, rev uint64, prev messages.LeaderReco
 	b.lead.mu.Unlock()
 	b.lead.validUntil.Store(sent + int64(float64(b.opts.leaderLease)*leaseValidFraction))
 	return true, nil
+}
+
+// readLeader reads the leader key's last message (a record, a deletion or
+// an expiry marker) and its revision; rev 0 when the key has none.
+func (b *Broker) readLeader(ctx context.Context) (leaderSeen, error) {
+	s := leaderSeen{at: time.Now()}
+	stream, err := b.js.Stream(ctx, "KV_"+b.opts.bucket)
+	if err != nil {
+		return s, err
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, b.leaderSubject())
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return s, nil
+	}
+	if err != nil {
+		return s, err
+	}
+	s.rev = m.Sequence
+	if m.Header.Get("KV-Operation") == "" {
+		var rec messages.LeaderRecord
+		if json.Unmarshal(m.Data, &rec) == nil {
+			s.rec, s.held = rec, !rec.Released
+		}
+	}
+	return s, nil
 }
 
 // renewLeadership renews the lease every quarter of it until stop, or until
@@ -170,6 +201,15 @@ func (b *Broker) renewLeadership(stop <-chan struct{}) {
 			b.lead.mu.Unlock()
 			b.lead.validUntil.Store(sent + int64(float64(lease)*leaseValidFraction))
 		case errors.Is(err, errLeaseTaken):
+			// A renewal stored after its answer timed out moved the
+			// revision: the record is still this broker's. Go on from it
+			// (the validity is still counted from the last answered one).
+			if own, ok := b.ownRecord(rec); ok {
+				b.lead.mu.Lock()
+				b.lead.rev = own
+				b.lead.mu.Unlock()
+				continue
+			}
 			b.loseLeadership(fmt.Errorf("%w: another broker took the leader key", ErrLostLeadership))
 			return
 		case !b.leading():
@@ -179,6 +219,18 @@ func (b *Broker) renewLeadership(stop <-chan struct{}) {
 			b.log.Warn("leader lease not renewed; retrying", "err", err)
 		}
 	}
+}
+
+// ownRecord tells whether the leader key still holds rec (this broker's
+// record, as a renewal stored late wrote it) and returns its revision.
+func (b *Broker) ownRecord(rec messages.LeaderRecord) (uint64, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.leaderLease/4)
+	defer cancel()
+	s, err := b.readLeader(ctx)
+	if err != nil || !s.held || s.rec.ID != rec.ID || s.rec.Term != rec.Term {
+		return 0, false
+	}
+	return s.rev, true
 }
 
 // loseLeadership ends the lease at once and stops serving.
@@ -275,6 +327,9 @@ func (b *Broker) campaign(ctx context.Context, journalTerm func() uint64) error 
 		b.lead.seen = seen.rec
 		b.lead.mu.Unlock()
 		wait := b.lapse(&seen) - time.Since(seen.at)
+		if seen.held && b.opts.predecessor != "" && seen.rec.ID == b.opts.predecessor {
+			wait = 0 // this process's previous broker, stopped: it serves no more
+		}
 		if seen.held && wait > 0 {
 			if logged != seen.rec.ID {
 				logged = seen.rec.ID
@@ -283,18 +338,29 @@ func (b *Broker) campaign(ctx context.Context, journalTerm func() uint64) error 
 			timer.Reset(wait)
 			continue
 		}
-		prev := seen.rec
-		prev.Term = max(prev.Term, journalTerm())
-		won, err := b.claim(ctx, seen.rev, prev)
+		var won bool
+		if seen.held && seen.rec.ID == b.lead.id {
+			// This broker's own claim, stored after its answer timed out:
+			// confirm it by writing it again over its revision.
+			won, err = b.writeLease(ctx, seen.rev, seen.rec)
+		} else {
+			prev := seen.rec
+			prev.Term = max(prev.Term, journalTerm())
+			won, err = b.claim(ctx, seen.rev, prev)
+		}
 		if won {
-			b.log.Info("took the leader lease", "term", prev.Term+1, "previous", seen.rec.ID, "previous_released", !seen.held)
+			b.log.Info("took the leader lease", "term", b.lead.term(), "previous", seen.rec.ID, "previous_released", !seen.held)
 			return nil
 		}
 		if err != nil {
 			b.log.Warn("leader lease not claimed; retrying", "err", err)
 		}
-		// Another standby won (its write reaches the watcher), or the
-		// write failed: look again shortly.
+		// Another standby won, or the key changed in a way the watch has
+		// not shown (an expiry marker that lapsed leaves no message at
+		// all): read it as it is, then look again shortly.
+		if now, err := b.readLeader(ctx); err == nil && now.rev != seen.rev {
+			seen = now
+		}
 		timer.Reset(b.opts.leaderLease / 4)
 	}
 }

@@ -57,6 +57,9 @@ type options struct {
 	interest func(subject string) bool
 	// leaderLease is the leader lease's length (leadership.go).
 	leaderLease time.Duration
+	// predecessor is the id of a stopped broker of this process whose
+	// lease record counts as released.
+	predecessor string
 }
 
 func defaultOptions() options {
@@ -266,6 +269,18 @@ func WithLeaderLease(d time.Duration) Option {
 			return configErr("leader lease %v: give 500ms to 1m", d)
 		}
 		o.leaderLease = d
+		return nil
+	}
+}
+
+// WithPredecessor names a broker of this process that has stopped (its Stop
+// returned): a leader record of it counts as released, so that this broker
+// takes over without waiting for that lease to lapse. A daemon that stands
+// by again after losing the leadership passes its previous broker's ID.
+// Never name a broker that may still serve.
+func WithPredecessor(id string) Option {
+	return func(o *options) error {
+		o.predecessor = id
 		return nil
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -216,7 +217,10 @@ func (f *follower) waitFor(ctx context.Context, seq uint64) error {
 			return nil
 		}
 		if err != nil {
-			return err
+			if errors.Is(err, errJournalGap) {
+				return err
+			}
+			return fmt.Errorf("%w: %v", errFollowerEnded, err)
 		}
 		select {
 		case <-ch:
@@ -230,13 +234,10 @@ func (f *follower) waitFor(ctx context.Context, seq uint64) error {
 func (f *follower) failed() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if errors.Is(f.err, jetstream.ErrMsgIteratorClosed) {
-		return nil
-	}
 	return f.err
 }
 
-// stop ends the follower and waits for it.
+// stop ends the follower and waits for it; it may be called again.
 func (f *follower) stop() {
 	f.it.Stop()
 	<-f.done
@@ -275,14 +276,22 @@ func (b *Broker) standBy(ctx context.Context) (baseState, *follower, error) {
 		// The follower stopped by itself: it fell behind the journal's purge
 		// (or lost the stream): reload.
 		b.log.Warn("following the journal again from the newest snapshot", "err", f.failed())
-		if base, err = b.loadBase(ctx); err == nil {
-			asm = &assembler{}
-			f, err = b.follow(ctx, base.from, asm)
-		}
-		if err != nil {
-			cancel()
-			<-won
-			return baseState{}, nil, err
+		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+			if base, err = b.loadBase(ctx); err == nil {
+				asm = &assembler{}
+				if f, err = b.follow(ctx, base.from, asm); err == nil {
+					break
+				}
+			}
+			if !jetStreamNotReady(err) || ctx.Err() != nil {
+				cancel()
+				<-won
+				return baseState{}, nil, err
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
 		}
 	}
 }
@@ -290,18 +299,49 @@ func (b *Broker) standBy(ctx context.Context) (baseState, *follower, error) {
 // takeOver makes the broker the journal's writer: it reads the journal to
 // its end and appends a claim entry conditional on that end. An append that
 // lands first (the old leader's last) is read too, and the claim tried again.
-// It returns the claim's sequence.
+// JetStream errors that pass by themselves (a stream electing its leader
+// after a node died) are retried while the lease is valid. It returns the
+// claim's sequence.
 func (b *Broker) takeOver(ctx context.Context, f *follower) (uint64, error) {
-	for {
-		stream, err := b.js.Stream(ctx, b.jr.stream)
-		if err != nil {
-			f.stop()
-			return 0, fmt.Errorf("%w: journal %s: %v", ErrStore, b.jr.stream, err)
+	defer func() { f.stop() }()
+	backoff := 50 * time.Millisecond
+	retry := func(err error) error {
+		if !jetStreamNotReady(err) && !errors.Is(err, errFollowerEnded) {
+			return err
 		}
-		last := stream.CachedInfo().State.LastSeq
-		if err := f.waitFor(ctx, last); err != nil {
-			f.stop()
-			return 0, fmt.Errorf("%w: read the journal to its end (%d): %v", ErrStore, last, err)
+		if !b.leading() {
+			return fmt.Errorf("%w: the lease lapsed while taking over: %v", ErrLostLeadership, err)
+		}
+		b.log.Info("taking over: waiting for the journal", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+		return nil
+	}
+	for {
+		last, err := b.journalLast(ctx)
+		if err == nil {
+			err = f.waitFor(ctx, last)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			if e := retry(err); e != nil {
+				return 0, fmt.Errorf("%w: read the journal to its end: %w", ErrStore, e)
+			}
+			if f.failed() != nil {
+				// The follower ended (its consumer failed): go on from where it was.
+				f.stop()
+				if nf, err := b.follow(ctx, f.readTo.Load()+1, f.asm); err == nil {
+					nf.maxToken.Store(f.maxToken.Load())
+					f = nf
+				}
+			}
+			continue
 		}
 		f.stop()
 		read := f.readTo.Load()
@@ -314,13 +354,31 @@ func (b *Broker) takeOver(ctx context.Context, f *follower) (uint64, error) {
 			return 0, err
 		}
 		b.log.Info("the journal grew while taking over; reading on", "after", read)
-		maxToken := f.maxToken.Load()
-		if f, err = b.follow(ctx, read+1, f.asm); err != nil {
-			return 0, err
+		for {
+			nf, err := b.follow(ctx, read+1, f.asm)
+			if err == nil {
+				nf.maxToken.Store(f.maxToken.Load())
+				f = nf
+				break
+			}
+			if e := retry(err); e != nil {
+				return 0, e
+			}
 		}
-		f.maxToken.Store(maxToken)
 	}
 }
+
+// journalLast is the journal's last sequence.
+func (b *Broker) journalLast(ctx context.Context) (uint64, error) {
+	stream, err := b.js.Stream(ctx, b.jr.stream)
+	if err != nil {
+		return 0, err
+	}
+	return stream.CachedInfo().State.LastSeq, nil
+}
+
+// errFollowerEnded: the follower's consumer ended without a gap.
+var errFollowerEnded = errors.New("the journal's reader ended")
 
 // appendClaim appends the claim entry of a new leader after sequence last.
 func (j *journal) appendClaim(id string, term, last uint64) (uint64, error) {

@@ -30,9 +30,13 @@ func (b *Broker) resume(ctx context.Context, base baseState, f *follower, claime
 	b.applied.Store(claimed)
 	b.view.apply(nil, claimed)
 	b.replayedTo = claimed
-	b.restore(b.view.records(), max(base.lastToken, b.tokenFloor))
-	b.log.Info("journal replayed", "snapshot", manifestSeq(base.man), "from", base.from, "read_to", f.readTo.Load(), "claimed", claimed, "imported", base.imported)
+	lastToken := max(base.lastToken, b.tokenFloor)
 	if base.man == nil {
+		// Before the state exists: a failure here leaves nothing waiting
+		// for a journal writer that will not run.
+		b.mu.Lock()
+		b.st.lastToken = lastToken
+		b.mu.Unlock()
 		if err := b.writeSnapshot(ctx); err != nil {
 			return err
 		}
@@ -40,6 +44,8 @@ func (b *Broker) resume(ctx context.Context, base baseState, f *follower, claime
 			b.dropLegacy(ctx, base.legacy)
 		}
 	}
+	b.restore(b.view.records(), lastToken)
+	b.log.Info("journal replayed", "snapshot", manifestSeq(base.man), "from", base.from, "read_to", f.readTo.Load(), "claimed", claimed, "imported", base.imported)
 	return nil
 }
 

@@ -46,14 +46,16 @@ func newFailoverEnv(t *testing.T, n int, brokerURL func(c *cluster, i int) strin
 		fe.args = append(fe.args, []string{"--nats", url, "--replicas", "3", "--log-level", "info"})
 		fe.brokers = append(fe.brokers, daemonStart(t, fe.bin, daemonEnv(), fe.args[i]...))
 	}
-	// SLOTBROKER_FAILOVER_LOGS=1 puts the brokers' logs in the test log.
-	if os.Getenv("SLOTBROKER_FAILOVER_LOGS") != "" {
-		t.Cleanup(func() {
-			for i, p := range fe.brokers {
-				t.Logf("broker %d (pid %d):\n%s", i, p.cmd.Process.Pid, p.stderr)
-			}
-		})
-	}
+	// The brokers' logs go to the test log when it fails, or always with
+	// SLOTBROKER_FAILOVER_LOGS=1.
+	t.Cleanup(func() {
+		if !t.Failed() && os.Getenv("SLOTBROKER_FAILOVER_LOGS") == "" {
+			return
+		}
+		for i, p := range fe.brokers {
+			t.Logf("broker %d (pid %d):\n%s", i, p.cmd.Process.Pid, p.stderr)
+		}
+	})
 	nc, err := nats.Connect(fe.c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

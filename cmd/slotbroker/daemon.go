@@ -182,11 +182,26 @@ func (d *daemon) start(ctx context.Context) error {
 // lasts, for JetStream and for the leadership of the bucket (standing by
 // while another broker leads).
 func (d *daemon) startBroker(ctx context.Context) error {
-	var err error
-	if d.b, err = broker.New(d.nc, d.opts...); err != nil {
-		return err
+	for {
+		opts := d.opts
+		if d.b != nil {
+			// The previous broker has stopped: its lease need not lapse.
+			opts = append(opts[:len(opts):len(opts)], broker.WithPredecessor(d.b.ID()))
+		}
+		var err error
+		if d.b, err = broker.New(d.nc, opts...); err != nil {
+			return err
+		}
+		err = d.b.Start(ctx)
+		if err == nil || ctx.Err() != nil || d.nc.IsClosed() ||
+			!errors.Is(err, broker.ErrLostLeadership) && !errors.Is(err, broker.ErrDeposed) {
+			return err
+		}
+		// The lease lapsed (or another broker claimed the journal) while
+		// this one took over: stand by again.
+		d.log.Warn("lost the leadership while taking over; standing by", "err", err)
+		_ = d.b.Stop()
 	}
-	return d.b.Start(ctx)
 }
 
 // deposed tells whether the broker stopped serving because another broker
