@@ -180,8 +180,9 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 	}
 	// The names are in the subject; the body names none.
 	req.Names = nil
+	names := limitNames(name, o.names)
 	var reply messages.AcquireReply
-	if err := c.call(ctx, c.acquireSubject(limitNames(name, o.names)), req, &reply, retry); err != nil {
+	if err := c.call(ctx, c.acquireSubject(names), req, &reply, retry); err != nil {
 		switch {
 		case ctx.Err() == nil:
 			c.forgetWait(req.WaitID)
@@ -210,31 +211,75 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 	if o.queued != nil {
 		o.queued(reply.Position)
 	}
-	select {
-	case p := <-ch:
-		if p.err != nil {
-			return nil, reply, p.err // the broker passed the slots on
-		}
-		if err := fromWire(p.grant.Error); err != nil {
-			return nil, reply, err
-		}
-		return p.grant.Lease, reply, nil
-	case <-c.gone:
-		c.forgetWait(req.WaitID)
-		return nil, reply, fmt.Errorf("%w: the NATS connection or the client was closed while waiting for %q", ErrClosed, name)
-	case <-ctx.Done():
-		if !c.forgetWait(req.WaitID) {
-			// The grant arrived as we gave up: it was accepted; give it back.
-			p := <-ch
-			c.forgetAccepted(req.WaitID)
-			if p.err == nil && p.grant.Error == nil {
-				c.giveBack(req.WaitID, name, true)
+	recheck := time.NewTimer(recheckEvery)
+	defer recheck.Stop()
+	for {
+		select {
+		case p := <-ch:
+			if p.err != nil {
+				return nil, reply, p.err // the broker passed the slots on
 			}
-		} else {
-			c.giveBack(req.WaitID, name, false)
+			if err := fromWire(p.grant.Error); err != nil {
+				return nil, reply, err
+			}
+			return p.grant.Lease, reply, nil
+		case <-c.reconnected():
+		case <-recheck.C:
+			recheck.Reset(recheckEvery)
+		case <-c.gone:
+			c.forgetWait(req.WaitID)
+			return nil, reply, fmt.Errorf("%w: the NATS connection or the client was closed while waiting for %q", ErrClosed, name)
+		case <-ctx.Done():
+			if !c.forgetWait(req.WaitID) {
+				// The grant arrived as we gave up: it was accepted; give it back.
+				p := <-ch
+				c.forgetAccepted(req.WaitID)
+				if p.err == nil && p.grant.Error == nil {
+					c.giveBack(req.WaitID, name, true)
+				}
+			} else {
+				c.giveBack(req.WaitID, name, false)
+			}
+			return nil, reply, ctxError(ctx)
 		}
-		return nil, reply, ctxError(ctx)
+		// Send the acquisition again (same wait id and key): the broker
+		// answers where it stands, or queues it again if it passed the
+		// slots on because nobody answered the grant.
+		if g, done, err := c.resend(ctx, names, req, ch); done {
+			return g, reply, err
+		}
 	}
+}
+
+// recheckEvery is how often a queued acquisition is sent again besides at
+// every reconnection: a grant can also be lost to a responder that the
+// broker's server did not yet know of.
+const recheckEvery = 30 * time.Second
+
+// resend sends a queued acquisition again. It reports done with the lease
+// when the answer is a grant, or with the error the broker now gives;
+// otherwise the wait goes on (an answer that did not come is no news).
+func (c *Client) resend(ctx context.Context, names []string, req *messages.AcquireRequest, ch chan pushed) (*messages.LeaseGrant, bool, error) {
+	var again messages.AcquireReply
+	if err := c.call(ctx, c.acquireSubject(names), req, &again, true); err != nil {
+		return nil, false, nil
+	}
+	err := fromWire(again.Error)
+	if err == nil && again.Status != messages.StatusGranted {
+		return nil, false, nil
+	}
+	if !c.forgetWait(req.WaitID) {
+		// A pushed grant was delivered meanwhile: it is the same lease.
+		p := <-ch
+		if p.err != nil {
+			return nil, true, p.err
+		}
+		if e := fromWire(p.grant.Error); e != nil {
+			return nil, true, e
+		}
+		return p.grant.Lease, true, nil
+	}
+	return again.Lease, true, err
 }
 
 // giveBack cancels a wait at the broker, which also releases a lease granted

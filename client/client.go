@@ -60,6 +60,14 @@ type Client struct {
 	// started is set when New returns the Client.
 	started atomic.Bool
 
+	// status reports the connection's reconnections; reconn is closed and
+	// replaced at each, so that waits send their acquisitions again
+	// (acquire.go): a grant pushed while the connection was down found no
+	// responder, and the broker passed the slots on.
+	status   chan nats.Status
+	reconnMu sync.Mutex
+	reconn   chan struct{}
+
 	// tries coalesces concurrent TryRateLimit calls (coalesce.go).
 	tries tryBatcher
 	// blocks coalesces concurrent RateLimit calls (coalesce_block.go).
@@ -122,17 +130,22 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	// Called once when the subscription's delivery ends: unsubscribed, or
 	// its connection closed.
 	var once sync.Once
+	c.reconn = make(chan struct{})
+	c.status = nc.StatusChanged(nats.CONNECTED)
+	go c.watchReconnects()
 	sub.SetClosedHandler(func(string) {
 		once.Do(func() {
 			close(c.gone)
 			end()
 			c.unregister() // the connection may have closed without Close
+			nc.RemoveStatusListener(c.status)
 		})
 	})
 	if err := c.checkInbox(); err != nil {
 		c.errorsOff.Store(true)
 		_ = sub.Unsubscribe()
 		c.unregister()
+		nc.RemoveStatusListener(c.status)
 		return nil, err
 	}
 	c.started.Store(true)
@@ -164,6 +177,24 @@ func (c *Client) Close() error {
 		err = nil
 	}
 	return err
+}
+
+// watchReconnects wakes the waits at each reconnection, until the status
+// listener is removed (the grant subscription ended).
+func (c *Client) watchReconnects() {
+	for range c.status {
+		c.reconnMu.Lock()
+		close(c.reconn)
+		c.reconn = make(chan struct{})
+		c.reconnMu.Unlock()
+	}
+}
+
+// reconnected returns a channel closed at the next reconnection.
+func (c *Client) reconnected() <-chan struct{} {
+	c.reconnMu.Lock()
+	defer c.reconnMu.Unlock()
+	return c.reconn
 }
 
 // wait is a registered wait for a pushed grant.
