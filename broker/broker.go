@@ -215,6 +215,7 @@ func (b *Broker) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	b.lead.setRole(messages.RoleLeader) // in the status key once it serves
 	b.log.Info("slotbroker serving", "prefix", b.opts.prefix, "bucket", b.opts.bucket, "journal", b.jr.stream, "term", b.lead.term())
 	return nil
 }
@@ -286,7 +287,6 @@ func (b *Broker) takeLead(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.lead.setRole(messages.RoleLeader)
 	b.renewStop, b.renewDone = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(b.renewDone)
@@ -349,10 +349,16 @@ func (b *Broker) openStores(ctx context.Context) error {
 func (b *Broker) openOnce(ctx context.Context, storage jetstream.StorageType) error {
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	kv, err := b.js.CreateOrUpdateKeyValue(actx, jetstream.KeyValueConfig{
-		Bucket: b.opts.bucket, Description: "slotbroker limits and snapshots", History: 1,
-		Storage: storage, Replicas: b.opts.replicas, LimitMarkerTTL: purgeMarkerTTL,
-	})
+	// An existing bucket as configured is opened without the meta leader
+	// (a broker standing by again after a node failure needs only the
+	// stream's own leader); a missing or other one is created or updated.
+	kv, err := b.js.KeyValue(actx, b.opts.bucket)
+	if err != nil || !kvFits(actx, kv, storage, b.opts.replicas) {
+		kv, err = b.js.CreateOrUpdateKeyValue(actx, jetstream.KeyValueConfig{
+			Bucket: b.opts.bucket, Description: "slotbroker limits and snapshots", History: 1,
+			Storage: storage, Replicas: b.opts.replicas, LimitMarkerTTL: purgeMarkerTTL,
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("%w: open bucket %q: %w", ErrStore, b.opts.bucket, err)
 	}
@@ -360,6 +366,22 @@ func (b *Broker) openOnce(ctx context.Context, storage jetstream.StorageType) er
 	b.kvSubject = "$KV." + b.opts.bucket + "."
 	b.jr, err = openJournal(actx, b.js, b.opts.bucket, storage, b.opts.replicas, int(b.nc.MaxPayload()), b.abort, b.leading)
 	return err
+}
+
+// kvFits tells whether an existing bucket has the configuration Start
+// would give it.
+func kvFits(ctx context.Context, kv jetstream.KeyValue, storage jetstream.StorageType, replicas int) bool {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return false
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return false
+	}
+	c := bs.StreamInfo().Config
+	return c.Replicas == replicas && c.Storage == storage && c.MaxMsgsPerSubject == 1 &&
+		c.AllowMsgTTL && c.SubjectDeleteMarkerTTL == purgeMarkerTTL
 }
 
 // jetStreamNotReady tells whether an error opening the stores may pass by

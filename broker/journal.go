@@ -94,16 +94,27 @@ var ErrDeposed = errors.New("broker: another broker writes the journal")
 
 // openJournal creates (or opens) the journal stream.
 func openJournal(ctx context.Context, js jetstream.JetStream, bucket string, storage jetstream.StorageType, replicas, maxPayload int, quit <-chan struct{}, leading func() bool) (*journal, error) {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name: journalStream(bucket), Description: "slotbroker journal: the write-ahead log of bucket " + bucket,
 		Subjects: []string{journalSubject(bucket)}, Storage: storage, Replicas: replicas,
 		Duplicates: 2 * time.Minute, Discard: jetstream.DiscardOld,
-	})
+	}
+	// As for the bucket: an existing journal as configured needs no meta leader.
+	s, err := js.Stream(ctx, cfg.Name)
+	if err != nil || !journalFits(s.CachedInfo().Config, cfg) {
+		_, err = js.CreateOrUpdateStream(ctx, cfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: open journal stream %q: %w", ErrStore, journalStream(bucket), err)
 	}
 	return &journal{js: js, stream: journalStream(bucket), subject: journalSubject(bucket),
 		maxBytes: max(maxPayload-8192, 16384), quit: quit, leading: leading, wake: make(chan struct{}, 1)}, nil
+}
+
+// journalFits tells whether an existing journal stream is configured as want.
+func journalFits(have, want jetstream.StreamConfig) bool {
+	return have.Replicas == want.Replicas && have.Storage == want.Storage && have.Duplicates == want.Duplicates &&
+		len(have.Subjects) == 1 && have.Subjects[0] == want.Subjects[0]
 }
 
 // add queues ops for the next append and returns the group that is done

@@ -204,14 +204,21 @@ func (b *Broker) renewLeadership(stop <-chan struct{}) {
 			// A renewal stored after its answer timed out moved the
 			// revision: the record is still this broker's. Go on from it
 			// (the validity is still counted from the last answered one).
-			if own, ok := b.ownRecord(rec); ok {
+			own, ours, rerr := b.ownRecord(rec)
+			switch {
+			case ours:
 				b.lead.mu.Lock()
 				b.lead.rev = own
 				b.lead.mu.Unlock()
 				continue
+			case rerr == nil:
+				b.loseLeadership(fmt.Errorf("%w: another broker took the leader key", ErrLostLeadership))
+				return
+			case !b.leading():
+				b.loseLeadership(fmt.Errorf("%w: not renewed within %v: %v", ErrLostLeadership, lease, rerr))
+				return
 			}
-			b.loseLeadership(fmt.Errorf("%w: another broker took the leader key", ErrLostLeadership))
-			return
+			// The key could not be read: try again while the lease lasts.
 		case !b.leading():
 			b.loseLeadership(fmt.Errorf("%w: not renewed within %v: %v", ErrLostLeadership, lease, err))
 			return
@@ -221,21 +228,26 @@ func (b *Broker) renewLeadership(stop <-chan struct{}) {
 	}
 }
 
-// ownRecord tells whether the leader key still holds rec (this broker's
-// record, as a renewal stored late wrote it) and returns its revision.
-func (b *Broker) ownRecord(rec messages.LeaderRecord) (uint64, bool) {
+// ownRecord reads whether the leader key still holds rec (this broker's
+// record, as a renewal stored late wrote it) and returns its revision; err
+// when the key could not be read.
+func (b *Broker) ownRecord(rec messages.LeaderRecord) (uint64, bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.leaderLease/4)
 	defer cancel()
 	s, err := b.readLeader(ctx)
-	if err != nil || !s.held || s.rec.ID != rec.ID || s.rec.Term != rec.Term {
-		return 0, false
+	if err != nil {
+		return 0, false, err
 	}
-	return s.rev, true
+	if !s.held || s.rec.ID != rec.ID || s.rec.Term != rec.Term {
+		return 0, false, nil
+	}
+	return s.rev, true, nil
 }
 
 // loseLeadership ends the lease at once and stops serving.
 func (b *Broker) loseLeadership(err error) {
 	b.lead.validUntil.Store(0)
+	b.lead.setRole(messages.RoleStarting) // serving no more; the daemon stands by again
 	b.die(err)
 	if b.svc != nil {
 		go func() { _ = b.svc.stop() }()
@@ -297,7 +309,10 @@ func (b *Broker) campaign(ctx context.Context, journalTerm func() uint64) error 
 	if err != nil {
 		return fmt.Errorf("%w: watch the leader key: %v", ErrStore, err)
 	}
-	defer func() { _ = w.Stop() }()
+	// Stopping the watch deletes its consumer, which can take the JetStream
+	// API timeout in a degraded cluster: not on the way to the takeover,
+	// whose lease runs from the claim.
+	defer func() { go func() { _ = w.Stop() }() }()
 	var seen leaderSeen
 	ready := false
 	timer := time.NewTimer(b.opts.leaderLease)

@@ -47,6 +47,9 @@ type snapManifest struct {
 	At      time.Time `json:"at"`
 	// LastToken is at least the fencing token of every lease created up to Seq.
 	LastToken uint64 `json:"last_token"`
+	// Term is the leader term of the broker that wrote the snapshot, so
+	// that terms keep increasing once the journal's claims are purged.
+	Term uint64 `json:"term,omitempty"`
 }
 
 // manifestKey and chunkKey are zero-padded so that keys sort by sequence.
@@ -110,7 +113,7 @@ func (b *Broker) writeSnapshot(ctx context.Context) error {
 			return fmt.Errorf("%w: snapshot %d chunk %d: %v", ErrStore, seq, i, err)
 		}
 	}
-	man := snapManifest{Seq: seq, Chunks: len(bodies), Records: len(ops), At: time.Now().UTC(), LastToken: lastToken}
+	man := snapManifest{Seq: seq, Chunks: len(bodies), Records: len(ops), At: time.Now().UTC(), LastToken: lastToken, Term: b.lead.term()}
 	if _, err := b.kv.Put(ctx, manifestKey(seq), mustJSON(man)); err != nil {
 		return fmt.Errorf("%w: snapshot %d manifest: %v", ErrStore, seq, err)
 	}

@@ -96,6 +96,9 @@ func (b *Broker) loadBase(ctx context.Context) (baseState, error) {
 	switch {
 	case man != nil:
 		base.from, base.lastToken = man.Seq+1, man.LastToken
+		if man.Term > b.journalTerm.Load() {
+			b.journalTerm.Store(man.Term)
+		}
 	case st.LastSeq == 0:
 		if recs, err = b.readLegacy(ctx); err != nil {
 			return baseState{}, err
