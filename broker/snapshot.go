@@ -185,7 +185,7 @@ func (b *Broker) listManifests(ctx context.Context) ([]snapManifest, error) {
 func (b *Broker) loadSnapshot(ctx context.Context) (*snapManifest, map[string][]byte, error) {
 	mans, err := b.listManifests(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: list snapshots: %v", ErrStore, err)
+		return nil, nil, fmt.Errorf("%w: list snapshots: %w", ErrStore, err)
 	}
 	for i := range mans {
 		m := &mans[i]
@@ -195,7 +195,7 @@ func (b *Broker) loadSnapshot(ctx context.Context) (*snapManifest, map[string][]
 			continue
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: read snapshot %d: %v", ErrStore, m.Seq, err)
+			return nil, nil, fmt.Errorf("%w: read snapshot %d: %w", ErrStore, m.Seq, err)
 		}
 		return m, recs, nil
 	}
@@ -210,7 +210,7 @@ func (b *Broker) readChunks(ctx context.Context, m *snapManifest) (map[string][]
 			return nil, fmt.Errorf("%w: chunk %d is missing", errIncompleteSnapshot, i)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("chunk %d: %v", i, err)
+			return nil, fmt.Errorf("chunk %d: %w", i, err)
 		}
 		var ent journalEntry
 		if err := json.Unmarshal(e.Value(), &ent); err != nil {

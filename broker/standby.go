@@ -89,7 +89,7 @@ func (b *Broker) loadBase(ctx context.Context) (baseState, error) {
 	}
 	stream, err := b.js.Stream(ctx, b.jr.stream)
 	if err != nil {
-		return baseState{}, fmt.Errorf("%w: journal %s: %v", ErrStore, b.jr.stream, err)
+		return baseState{}, fmt.Errorf("%w: journal %s: %w", ErrStore, b.jr.stream, err)
 	}
 	st := stream.CachedInfo().State
 	base := baseState{man: man, from: 1}
@@ -145,11 +145,11 @@ func (b *Broker) follow(ctx context.Context, from uint64, asm *assembler) (*foll
 	cons, err := b.js.OrderedConsumer(ctx, b.jr.stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
 	if err != nil {
-		return nil, fmt.Errorf("%w: read journal: %v", ErrStore, err)
+		return nil, fmt.Errorf("%w: read journal: %w", ErrStore, err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return nil, fmt.Errorf("%w: read journal: %v", ErrStore, err)
+		return nil, fmt.Errorf("%w: read journal: %w", ErrStore, err)
 	}
 	f := &follower{b: b, asm: asm, progress: make(chan struct{}), it: it, done: make(chan struct{})}
 	f.readTo.Store(from - 1)
@@ -250,12 +250,7 @@ func (f *follower) stop() {
 // holds the leader lease. A follower that falls behind the journal's purge
 // reloads from the newest snapshot.
 func (b *Broker) standBy(ctx context.Context) (baseState, *follower, error) {
-	base, err := b.loadBase(ctx)
-	if err != nil {
-		return baseState{}, nil, err
-	}
-	asm := &assembler{}
-	f, err := b.follow(ctx, base.from, asm)
+	base, f, err := b.loadAndFollow(ctx)
 	if err != nil {
 		return baseState{}, nil, err
 	}
@@ -279,22 +274,33 @@ func (b *Broker) standBy(ctx context.Context) (baseState, *follower, error) {
 		// The follower stopped by itself: it fell behind the journal's purge
 		// (or lost the stream): reload.
 		b.log.Warn("following the journal again from the newest snapshot", "err", f.failed())
-		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-			if base, err = b.loadBase(ctx); err == nil {
-				asm = &assembler{}
-				if f, err = b.follow(ctx, base.from, asm); err == nil {
-					break
-				}
+		if base, f, err = b.loadAndFollow(ctx); err != nil {
+			cancel()
+			<-won
+			return baseState{}, nil, err
+		}
+	}
+}
+
+// loadAndFollow loads the base state and starts following the journal
+// after it. Errors that pass by themselves (JetStream electing a leader,
+// a node restarting) are retried until ctx ends.
+func (b *Broker) loadAndFollow(ctx context.Context) (baseState, *follower, error) {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		base, err := b.loadBase(ctx)
+		if err == nil {
+			var f *follower
+			if f, err = b.follow(ctx, base.from, &assembler{}); err == nil {
+				return base, f, nil
 			}
-			if !jetStreamNotReady(err) || ctx.Err() != nil {
-				cancel()
-				<-won
-				return baseState{}, nil, err
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
+		}
+		if !jetStreamNotReady(err) || ctx.Err() != nil {
+			return baseState{}, nil, err
+		}
+		b.log.Info("waiting for JetStream to read the state", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
 		}
 	}
 }
@@ -324,10 +330,24 @@ func (b *Broker) takeOver(ctx context.Context, f *follower) (uint64, error) {
 		backoff = min(2*backoff, time.Second)
 		return nil
 	}
+	began := time.Now()
 	for {
 		last, err := b.journalLast(ctx)
 		if err == nil {
-			err = f.waitFor(ctx, last)
+			// A follower that does not catch up within a second (its push
+			// consumer stalled) is replaced by a fresh one from where it is.
+			wctx, cancel := context.WithTimeout(ctx, time.Second)
+			err = f.waitFor(wctx, last)
+			cancel()
+			if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				b.log.Info("taking over: the journal's reader lags; reading afresh", "read", f.readTo.Load(), "last", last)
+				f.stop()
+				if nf, ferr := b.follow(ctx, f.readTo.Load()+1, f.asm); ferr == nil {
+					nf.maxToken.Store(f.maxToken.Load())
+					f = nf
+				}
+				continue
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -351,6 +371,7 @@ func (b *Broker) takeOver(ctx context.Context, f *follower) (uint64, error) {
 		seq, err := b.jr.appendClaim(b.lead.id, b.lead.term(), read)
 		if err == nil {
 			b.tokenFloor = max(b.tokenFloor, f.maxToken.Load())
+			b.log.Info("claimed the journal", "seq", seq, "took", time.Since(began).Round(time.Millisecond))
 			return seq, nil
 		}
 		if !errors.Is(err, ErrDeposed) {

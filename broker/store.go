@@ -98,7 +98,7 @@ func (b *Broker) readLegacy(ctx context.Context) (map[string][]byte, error) {
 	recs := map[string][]byte{}
 	w, err := b.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, fmt.Errorf("%w: read bucket %q: %v", ErrStore, b.opts.bucket, err)
+		return nil, fmt.Errorf("%w: read bucket %q: %w", ErrStore, b.opts.bucket, err)
 	}
 	defer func() { _ = w.Stop() }()
 	for {

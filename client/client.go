@@ -380,8 +380,17 @@ func (c *Client) call(ctx context.Context, subject string, req, reply any, retry
 	defer c.track(subject, stop)()
 	var giveUp time.Time
 	backoff := 20 * time.Millisecond
+	// A retried (idempotent) request waits a second for its first answer,
+	// then twice as long each time up to the request timeout: a request
+	// lost with a broker that died (one taken by a leader just killed) is
+	// sent again soon after a standby takes over, and a slow broker is not
+	// flooded.
+	attempt := c.opts.requestTimeout
+	if retry {
+		attempt = min(time.Second, attempt)
+	}
 	for {
-		actx, cancel := context.WithTimeout(ctx, c.opts.requestTimeout)
+		actx, cancel := context.WithTimeout(ctx, attempt)
 		msg, err := c.nc.RequestWithContext(actx, subject, data)
 		cancel()
 		if err == nil && retry && msg.Header.Get(micro.ErrorCodeHeader) == "503" {
@@ -422,6 +431,7 @@ func (c *Client) call(ctx context.Context, subject string, req, reply any, retry
 			return noAnswer(ctx, subject, err)
 		}
 		backoff = min(backoff*2, time.Second)
+		attempt = min(2*attempt, c.opts.requestTimeout)
 	}
 }
 

@@ -41,7 +41,10 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithRequestTimeout bounds one request to the broker (default 5 s); the
-// caller's context still applies when its deadline is earlier.
+// caller's context still applies when its deadline is earlier. A request
+// that is retried (acquire, renew, release) waits at most 1 s for its first
+// answer, then twice as long at each retry up to this bound, so that one
+// lost with a broker that died is sent again soon after a standby takes over.
 func WithRequestTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {

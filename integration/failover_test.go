@@ -27,7 +27,7 @@ func TestLeaderStoppedDuringCyclingLosesNothing(t *testing.T) {
 	}{{"SIGKILL", syscall.SIGKILL}, {"SIGTERM", syscall.SIGTERM}} {
 		t.Run(tc.name, func(t *testing.T) {
 			fe := newFailoverEnv(t, 2, nil)
-			cy := fe.startCycler(32, 4, 2, 8)
+			cy := fe.startCycler(32, 4, 2, 8, 2*time.Minute)
 			cy.waitEach(t, time.Minute, 3)
 			leader := fe.leaderIndex()
 			if leader < 0 {
@@ -88,9 +88,13 @@ func TestPausedLeaderNeverAnswersFromItsOldView(t *testing.T) {
 		i := fe.leaderIndex()
 		return i >= 0 && i != leader
 	})
-	if _, err := admin.UpdateLimit(ctx, "db", client.LimitUpdate{Limit: client.Ptr(5)}); err != nil {
-		t.Fatal(err)
-	}
+	// An update is not retried by the client (not every admin request is
+	// idempotent); one that the paused broker's subscription took times
+	// out: send it again until the new leader answers it.
+	eventually(t, clusterBound, "the new leader raising db to 5", func() bool {
+		_, err := admin.UpdateLimit(ctx, "db", client.LimitUpdate{Limit: client.Ptr(5)})
+		return err == nil
+	})
 	// Requests sent now: the paused broker still holds its subscriptions,
 	// so the server hands it some of them.
 	inbox := nats.NewInbox()
@@ -161,7 +165,7 @@ func TestPausedLeaderNeverAnswersFromItsOldView(t *testing.T) {
 // guarantees; the time is reported.
 func TestKilledJournalLeaderNodeLosesNothing(t *testing.T) {
 	fe := newFailoverEnv(t, 2, nil)
-	cy := fe.startCycler(32, 4, 2, 8)
+	cy := fe.startCycler(32, 4, 2, 8, 2*time.Minute)
 	cy.waitEach(t, time.Minute, 3)
 	node := fe.c.StreamLeader(t, "SLOTBROKER_JOURNAL_"+messages.DefaultBucket)
 	t0 := time.Now()
