@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -398,6 +399,9 @@ func jetStreamNotReady(err error) bool {
 			return true
 		}
 		return apiErr.Code == 503
+	}
+	if err != nil && strings.Contains(err.Error(), "temporarily unavailable") {
+		return true // 10008, also when a JetStream helper returns it as text
 	}
 	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||

@@ -34,7 +34,7 @@ func TestDaemon(t *testing.T) {
 }
 
 // daemonBuild builds the binary into the test's temporary directory.
-func daemonBuild(t *testing.T) string {
+func daemonBuild(t testing.TB) string {
 	t.Helper()
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
@@ -52,7 +52,7 @@ func daemonBuild(t *testing.T) string {
 
 // daemonProc is a running slotbroker process.
 type daemonProc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	stderr *syncBuffer
 	done   chan struct{}
@@ -70,7 +70,7 @@ func daemonEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-func daemonStart(t *testing.T, bin string, env []string, args ...string) *daemonProc {
+func daemonStart(t testing.TB, bin string, env []string, args ...string) *daemonProc {
 	t.Helper()
 	p := &daemonProc{t: t, cmd: exec.Command(bin, args...), stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = env
