@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -15,7 +16,15 @@ func (a *app) deleteCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete NAME [--yes]",
 		Short: "Delete a limit: its waiters fail and its leases are voided",
-		Args:  exactName,
+		Long: `delete deletes a limit: its waiters fail and its leases are voided (their
+holders see the lease lost; run sends its command SIGTERM).
+
+Without --yes, delete asks for confirmation on the terminal (standard input
+must be one: a script gives --yes). Any answer but y or yes deletes nothing:
+delete then prints "limit NAME was not deleted" and exits 0.`,
+		Example: `  slotctl delete db           # asks "Delete limit db? [y/N]"
+  slotctl delete db --yes     # in a script`,
+		Args: exactName,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			if !yes {
@@ -27,7 +36,8 @@ func (a *app) deleteCmd() *cobra.Command {
 					return err
 				}
 				if !ok {
-					return fmt.Errorf("%w: limit %s was not deleted", errAborted, name)
+					fmt.Fprintf(a.stderr, "slotctl: limit %s was not deleted\n", displayText(name))
+					return nil
 				}
 			}
 			cl, err := a.client()
@@ -49,8 +59,11 @@ func (a *app) deleteCmd() *cobra.Command {
 }
 
 // stdinIsTerminal reports whether standard input is a terminal.
-func (a *app) stdinIsTerminal() bool {
-	f, ok := a.stdin.(*os.File)
+func (a *app) stdinIsTerminal() bool { return isTerminal(a.stdin) }
+
+// isTerminal reports whether r is a terminal (a variable for the tests).
+var isTerminal = func(r io.Reader) bool {
+	f, ok := r.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 

@@ -3,16 +3,18 @@ package main
 import "github.com/spf13/cobra"
 
 func (a *app) enableCmd() *cobra.Command {
-	return a.setActiveCmd("enable", "Enforce a limit", true, "enabled")
+	return a.setActiveCmd("enable", "Enforce a limit", true, "enabled",
+		"  slotctl enable db     # new acquisitions are counted again")
 }
 
 // setActiveCmd is enable or disable.
-func (a *app) setActiveCmd(verb, short string, active bool, done string) *cobra.Command {
+func (a *app) setActiveCmd(verb, short string, active bool, done, example string) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   verb + " NAME",
-		Short: short,
-		Args:  exactName,
+		Use:     verb + " NAME",
+		Short:   short,
+		Example: example,
+		Args:    exactName,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := a.client()
 			if err != nil {

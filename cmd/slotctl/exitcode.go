@@ -6,16 +6,22 @@ import (
 	"strings"
 
 	"github.com/slotbroker/slotbroker/client"
+	"github.com/slotbroker/slotbroker/messages"
 )
 
-// Exit statuses, after sysexits.h.
+// Exit statuses, after sysexits.h. The rule between 64 and 65: a value the
+// user typed that is invalid in itself is a usage error, whoever finds it so
+// (slotctl, the client library or the broker: a --lease-ttl outside the
+// broker's bounds); what the limits' state refuses (the name exists or not,
+// occupy above its limit, inactive under --strict) is a data error, and so is
+// a bad limit name (documented as such since the first release).
 const (
-	exitOK          = 0
+	exitOK          = 0 // success; also a delete declined at its prompt
 	exitFailure     = 1
-	exitUsage       = 64 // EX_USAGE: bad flags or arguments
-	exitDataErr     = 65 // EX_DATAERR: invalid input refused by the broker
+	exitUsage       = 64 // EX_USAGE: unknown command or flag, bad arguments, invalid flag values
+	exitDataErr     = 65 // EX_DATAERR: bad name, or refused by the limits' state (exists, not found, occupy above the limit, not a rate limit, missing or inactive under --strict)
 	exitUnavailable = 69 // EX_UNAVAILABLE: broker or NATS unreachable
-	exitTempFail    = 75 // EX_TEMPFAIL: timed out waiting, or too many waiters
+	exitTempFail    = 75 // EX_TEMPFAIL: timed out waiting (--timeout), no slot free (--try), or too many waiters
 	exitNoPerm      = 77 // EX_NOPERM: permission denied by the NATS server or the broker
 )
 
@@ -25,7 +31,8 @@ var (
 	errUsage = errors.New("usage error")
 	// errUnreachable marks a failure to connect to the NATS server.
 	errUnreachable = errors.New("cannot connect to the NATS server")
-	// errAborted marks an operation the user declined at a prompt.
+	// errAborted marks an operation the user declined at a prompt (delete
+	// no longer fails for that: it says "not deleted" and exits 0).
 	errAborted = errors.New("aborted")
 	// errInterrupted marks a wait ended by a signal.
 	errInterrupted = errors.New("interrupted")
@@ -34,6 +41,19 @@ var (
 // usageError is a usage error with its message.
 func usageError(format string, args ...any) error {
 	return &msgError{msg: fmt.Sprintf(format, args...), kind: errUsage}
+}
+
+// flagValueError makes err a usage error when the client or the broker
+// refused a request as invalid_argument: the request carries only what the
+// user typed (flag values such as --lease-ttl, --holder, --limit and
+// --slot-decay-per-second, the number of limit names), so one of those is
+// invalid. Other errors come back as they are.
+func flagValueError(err error) error {
+	var wire *messages.Error
+	if errors.As(err, &wire) && wire.Code == messages.CodeInvalidArgument {
+		return &msgError{msg: err.Error(), kind: errUsage}
+	}
+	return err
 }
 
 // msgError is an error whose message is msg and which matches kind.

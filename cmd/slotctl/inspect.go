@@ -18,7 +18,9 @@ func (a *app) inspectCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inspect NAME",
 		Short: "Show a limit's configuration, holders and waiters",
-		Args:  exactName,
+		Example: `  slotctl inspect db            # who holds db's slots, who waits, since when
+  slotctl inspect db --json     # the same for scripts`,
+		Args: exactName,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := a.client()
 			if err != nil {

@@ -23,13 +23,20 @@ func newWarnHandler(w io.Writer) *warnHandler { return &warnHandler{mu: &sync.Mu
 func (h *warnHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
 
 // Handle prints one record on one line, its text through displayText (a
-// value may carry text from the broker or other users).
+// value may carry text from the broker or other users). The client's
+// warnings that limits are not enforced become slotctl's (unenforced).
 func (h *warnHandler) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
 	b.WriteString("slotctl: warning: ")
-	b.WriteString(displayText(strings.TrimPrefix(r.Message, "slotbroker: ")))
 	var kv []string
+	var missing, inactive string
 	add := func(a slog.Attr) bool {
+		switch a.Key {
+		case "missing":
+			missing = a.Value.Resolve().String()
+		case "inactive":
+			inactive = a.Value.Resolve().String()
+		}
 		kv = append(kv, displayText(fmt.Sprintf("%s=%v", a.Key, a.Value.Resolve())))
 		return true
 	}
@@ -37,8 +44,16 @@ func (h *warnHandler) Handle(_ context.Context, r slog.Record) error {
 		add(a)
 	}
 	r.Attrs(add)
-	if len(kv) > 0 {
-		b.WriteString(" (" + strings.Join(kv, " ") + ")")
+	switch {
+	case missing != "":
+		b.WriteString(unenforced(missing, "does not exist", "do not exist", "create"))
+	case inactive != "":
+		b.WriteString(unenforced(inactive, "is inactive", "are inactive", "enable"))
+	default:
+		b.WriteString(displayText(strings.TrimPrefix(r.Message, "slotbroker: ")))
+		if len(kv) > 0 {
+			b.WriteString(" (" + strings.Join(kv, " ") + ")")
+		}
 	}
 	b.WriteString("\n")
 	h.mu.Lock()
@@ -54,3 +69,19 @@ func (h *warnHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 // WithGroup returns h: groups are flattened.
 func (h *warnHandler) WithGroup(string) slog.Handler { return h }
+
+// unenforced is the warning of run or rate on limits (names, joined by ",")
+// that are missing or inactive, and so not enforced: it says how to make
+// that an error instead.
+func unenforced(names, one, many, fix string) string {
+	subject, state, pronoun, them := "limit "+names, one, "it is", "it"
+	how := fix + " it (slotctl " + fix + " " + names + ")"
+	if fix == "create" {
+		how = "create it (slotctl create " + names + " --limit N)"
+	}
+	if strings.Contains(names, ",") {
+		subject, state, pronoun, them, how = "limits "+names, many, "they are", "them", fix+" them"
+	}
+	return displayText(fmt.Sprintf("%s %s, so %s not enforced: going on without %s; %s, or make this an error with --strict or %s=1",
+		subject, state, pronoun, them, how, strictEnv))
+}

@@ -14,6 +14,8 @@ func (a *app) lsCmd() *cobra.Command {
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List every limit",
+		Example: `  slotctl ls
+  slotctl ls --json | jq -r '.[] | select(.waiters_total > 0) | .name'   # the limits with waiters`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError("ls takes no arguments, got %q (see 'slotctl ls --help')", args)

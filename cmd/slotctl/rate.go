@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,17 +18,37 @@ func (a *app) rateCmd() *cobra.Command {
 		occupy  int
 		timeout time.Duration
 		strict  bool
+		try     bool
 	)
 	cmd := &cobra.Command{
-		Use:   "rate NAME[,NAME...] [--occupy N] [--timeout DUR] [--strict]",
+		Use:   "rate NAME[,NAME...] [--occupy N] [--timeout DUR | --try] [--strict]",
 		Short: "Wait for rate-limit admission: exit 0 when admitted, 75 on timeout",
-		Args:  exactName,
+		Long: `rate takes --occupy slots of every named rate limit (a limit with
+--slot-decay-per-second), all or nothing, and exits 0 once admitted: the slots
+are never given back, they decay. It waits in the limit's queue as long as it
+takes; --timeout gives up after a while, --try does not wait at all: both exit
+75 when not admitted.
+
+A limit that does not exist or is inactive is not enforced: rate warns and
+exits 0. --strict, or SLOTCTL_STRICT=1 in the environment, makes that an error
+instead (exit 65); --strict=false overrides the variable.`,
+		Example: `  while read -r id; do slotctl rate api && curl -s "https://api.example.com/items/$id"; done < ids.txt
+  slotctl rate api --occupy 10 --timeout 30s   # a batch of 10 calls
+  slotctl rate api --try || echo "over the rate: $?"   # never wait: 75 when not admitted now`,
+		Args: exactName,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if occupy <= 0 {
 				return usageError("rate: --occupy must be at least 1, not %d", occupy)
 			}
 			if timeout < 0 {
-				return usageError("rate: --timeout must not be negative")
+				return usageError("rate: --timeout must not be negative, not %v (0: wait forever)", timeout)
+			}
+			if try && cmd.Flags().Changed("timeout") {
+				return usageError("rate: give --try or --timeout, not both: --try never waits")
+			}
+			strict, err := strictMode(cmd, strict)
+			if err != nil {
+				return err
 			}
 			cl, err := a.client()
 			if err != nil {
@@ -48,19 +67,28 @@ func (a *app) rateCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), forwarded...)
 			defer stop()
-			err = cl.RateLimit(ctx, names[0], occupy, opts...)
-			if err != nil && ctx.Err() != nil {
+			if try {
+				err = cl.TryRateLimit(ctx, names[0], occupy, opts...)
+			} else {
+				err = cl.RateLimit(ctx, names[0], occupy, opts...)
+			}
+			switch {
+			case err == nil:
+				return nil
+			case ctx.Err() != nil:
 				return interrupted(os.Interrupt, names)
+			case try && errors.Is(err, client.ErrNoSlots):
+				return noSlotFree(err, "rate-limit admission of "+slotsOn(occupy, names))
+			case timeout > 0 && errors.Is(err, client.ErrTimeout):
+				return timedOut(err, timeout, "rate-limit admission of "+slotsOn(occupy, names))
 			}
-			if err != nil && timeout > 0 && errors.Is(err, client.ErrTimeout) {
-				return fmt.Errorf("%w on %s within --timeout %v", err, args[0], timeout)
-			}
-			return err
+			return flagValueError(err)
 		},
 	}
 	f := cmd.Flags()
 	f.IntVar(&occupy, "occupy", 1, "slots to take on each limit")
 	f.DurationVar(&timeout, "timeout", 0, "give up waiting after this long, with exit status 75 (0: wait forever)")
-	f.BoolVar(&strict, "strict", false, "fail when a limit is missing or inactive instead of passing unlimited")
+	f.BoolVar(&strict, "strict", false, "fail (exit 65) when a limit is missing or inactive instead of passing unlimited ("+strictEnv+"=1 in the environment sets it)")
+	f.BoolVar(&try, "try", false, "never wait: exit 75 at once when not admitted now")
 	return cmd
 }

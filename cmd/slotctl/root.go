@@ -76,19 +76,29 @@ permission on the request subjects it uses ("<prefix>.v1.<verb>.<name>",
 limits) and subscribe permission on its inboxes: give --inbox-prefix when
 that is not "_INBOX.>".
 
-Exit status: 0 success; the command's status for run; 64 usage error;
-65 invalid input (bad name, occupy above the limit, limit exists or not found);
-69 broker or NATS server unreachable; 75 timed out waiting, or too many
-waiters; 77 permission denied (by the NATS server or the broker).`,
+Exit status: 0 success (also a delete declined at its prompt: nothing is
+deleted); the command's status for run; 64 usage error (unknown command or
+flag, missing argument, invalid flag value, whether slotctl or the broker
+refuses it: --limit 0, a --lease-ttl outside the broker's bounds); 65 invalid
+input (bad name, occupy above the limit, limit exists or not found, not a rate
+limit, a limit missing or inactive under --strict); 69 broker or NATS server
+unreachable; 75 timed out waiting (--timeout), no slot free with --try, or too
+many waiters; 77 permission denied (by the NATS server or the broker).
+
+Environment: NATS_URL (the server when --server is not given);
+SLOTCTL_STRICT=1 makes run and rate strict, as --strict does.
+
+Shell completion: slotctl completion bash|zsh|fish|powershell prints the
+script (see 'slotctl completion --help').`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Args:          cobra.NoArgs,
+		Args:          rootArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usageError("missing command: use one of create, inspect, ls, update, enable, disable, delete, run, rate, watch, status (see 'slotctl --help')")
+			return usageError("missing command: use one of create, inspect, ls, update, enable, disable, delete, apply, run, rate, watch, status (see 'slotctl --help')")
 		},
 		PersistentPreRunE: func(*cobra.Command, []string) error {
 			if a.timeout <= 0 {
-				return usageError("--timeout must be positive, not %v", a.timeout)
+				return usageError("--request-timeout must be positive, not %v", a.timeout)
 			}
 			if a.inboxPrefix != "" && !validInboxPrefix(a.inboxPrefix) {
 				return usageError("--inbox-prefix %q is not a subject prefix: give literal tokens separated by '.', without wildcards, spaces or a trailing '.' (e.g. _INBOX.alice)", a.inboxPrefix)
@@ -99,10 +109,9 @@ waiters; 77 permission denied (by the NATS server or the broker).`,
 	root.SetIn(a.stdin)
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return &msgError{msg: fmt.Sprintf("%v (see 'slotctl %s --help')", err, cmd.Name()), kind: errUsage}
-	})
-	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(flagError)
+	root.Version, root.SuggestionsMinimumDistance = version, 2
+	root.SetVersionTemplate("slotctl {{.Version}}\n")
 	pf := root.PersistentFlags()
 	pf.StringVarP(&a.server, "server", "s", "", "NATS server URL (default $NATS_URL, else "+nats.DefaultURL+")")
 	pf.StringVar(&a.prefix, "prefix", messages.DefaultPrefix, "subject prefix the broker serves under")
@@ -115,6 +124,7 @@ waiters; 77 permission denied (by the NATS server or the broker).`,
 	root.AddCommand(a.createCmd(), a.inspectCmd(), a.lsCmd(), a.updateCmd(), a.enableCmd(), a.disableCmd(),
 		a.deleteCmd(), a.runCmd(), a.rateCmd(), a.watchCmd())
 	root.AddCommand(a.statusCmd())
+	root.AddCommand(a.applyCmd())
 	for _, c := range root.Commands() {
 		a.markStart(c)
 	}

@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/slotbroker/slotbroker/client"
+	"github.com/slotbroker/slotbroker/messages"
 )
 
 // forwarded are the signals run passes to its command.
@@ -24,6 +27,7 @@ type runFlags struct {
 	occupy  int
 	timeout time.Duration
 	strict  bool
+	try     bool
 	ttl     time.Duration
 	holder  string
 }
@@ -37,7 +41,20 @@ func (a *app) runCmd() *cobra.Command {
 with standard input, output and error passed through, and releases the slots
 when it ends. SIGINT, SIGTERM and SIGHUP are passed to the command. slotctl
 exits with the command's status (128+signal when a signal killed it). If the
-lease is lost while the command runs, the command is sent SIGTERM.`,
+lease is lost while the command runs, the command is sent SIGTERM.
+
+Put -- before COMMAND when it has flags of its own, or slotctl takes them for
+run's. --timeout gives up waiting after a while, --try does not wait at all:
+both exit 75 without running COMMAND.
+
+A limit that does not exist or is inactive is not enforced: run warns and
+runs COMMAND unlimited. --strict, or SLOTCTL_STRICT=1 in the environment,
+makes that an error instead (exit 65); --strict=false overrides the variable.`,
+		Example: `  slotctl run db -- ./migrate.sh                             # hold one slot of db while it runs
+  slotctl run db -- sh -c 'pg_dump app | gzip > app.gz'      # a pipeline: give it to a shell
+  slotctl run db,api --occupy 2 --timeout 5m -- make load    # 2 slots on each, all or nothing
+  slotctl run db --try -- ./cron-job || echo "busy: $?"      # never wait: 75 when no slot is free
+  SLOTCTL_STRICT=1 slotctl run db -- ./job                   # fail when db is missing or inactive`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
 			switch {
@@ -54,16 +71,28 @@ lease is lost while the command runs, the command is sent SIGTERM.`,
 			if rf.occupy <= 0 {
 				return usageError("run: --occupy must be at least 1, not %d", rf.occupy)
 			}
-			if rf.timeout < 0 || rf.ttl < 0 {
-				return usageError("run: --timeout and --lease-ttl must not be negative")
+			if rf.timeout < 0 {
+				return usageError("run: --timeout must not be negative, not %v (0: wait forever)", rf.timeout)
+			}
+			if rf.try && cmd.Flags().Changed("timeout") {
+				return usageError("run: give --try or --timeout, not both: --try never waits")
+			}
+			if rf.ttl < 0 {
+				return usageError("run: --lease-ttl must not be negative, not %v (0: the broker's default)", rf.ttl)
+			}
+			var err error
+			if rf.strict, err = strictMode(cmd, rf.strict); err != nil {
+				return err
 			}
 			return a.run(strings.Split(args[0], ","), args[1:], rf)
 		},
 	}
+	cmd.SetFlagErrorFunc(runFlagError)
 	f := cmd.Flags()
 	f.IntVar(&rf.occupy, "occupy", 1, "slots to hold on each limit")
 	f.DurationVar(&rf.timeout, "timeout", 0, "give up waiting after this long, with exit status 75 (0: wait forever)")
-	f.BoolVar(&rf.strict, "strict", false, "fail when a limit is missing or inactive instead of running unlimited")
+	f.BoolVar(&rf.strict, "strict", false, "fail (exit 65) when a limit is missing or inactive instead of running unlimited ("+strictEnv+"=1 in the environment sets it)")
+	f.BoolVar(&rf.try, "try", false, "never wait: exit 75 at once when the slots are not free")
 	f.DurationVar(&rf.ttl, "lease-ttl", 0, "lease time to live (0: the broker's default); the lease is renewed while the command runs")
 	f.StringVar(&rf.holder, "holder", "", `holder description shown by inspect (default "slotctl run <command> on <host> pid <pid>")`)
 	return cmd
@@ -109,9 +138,7 @@ func (a *app) run(names, command []string, rf runFlags) error {
 		}
 	}()
 
-	ex := newWaitExplainer()
-	go ex.run(ctx, cl, names[0], rf.occupy, a.timeout, a.stderr)
-	opts := []client.AcquireOption{client.WithQueued(ex.onQueued), client.WithHolder(rf.holder)}
+	opts := []client.AcquireOption{client.WithHolder(rf.holder)}
 	if len(names) > 1 {
 		opts = append(opts, client.WithNames(names[1:]...))
 	}
@@ -124,19 +151,28 @@ func (a *app) run(names, command []string, rf runFlags) error {
 	if rf.ttl > 0 {
 		opts = append(opts, client.WithLeaseTTL(rf.ttl))
 	}
-	lease, err := cl.Acquire(ctx, names[0], rf.occupy, opts...)
-	ex.done()
+	var lease *client.Lease
+	if rf.try {
+		lease, err = cl.TryAcquire(ctx, names[0], rf.occupy, opts...)
+	} else {
+		ex := newWaitExplainer()
+		go ex.run(ctx, cl, names[0], rf.occupy, a.timeout, a.stderr)
+		lease, err = cl.Acquire(ctx, names[0], rf.occupy, append(opts, client.WithQueued(ex.onQueued))...)
+		ex.done()
+	}
 	if err != nil {
 		mu.Lock()
 		s := got
 		mu.Unlock()
-		if s != nil {
+		switch {
+		case s != nil:
 			return interrupted(s, names)
+		case rf.try && errors.Is(err, client.ErrNoSlots):
+			return noSlotFree(err, slotsOn(rf.occupy, names))
+		case rf.timeout > 0 && errors.Is(err, client.ErrTimeout):
+			return timedOut(err, rf.timeout, slotsOn(rf.occupy, names))
 		}
-		if rf.timeout > 0 && errors.Is(err, client.ErrTimeout) {
-			return fmt.Errorf("%w on %s within --timeout %v", err, strings.Join(names, ","), rf.timeout)
-		}
-		return err
+		return flagValueError(err)
 	}
 
 	mu.Lock()
@@ -188,15 +224,98 @@ func interrupted(s os.Signal, names []string) error {
 	return &signalStatus{code: code, err: fmt.Errorf("%w by %v while waiting for slots on %s", errInterrupted, s, strings.Join(names, ","))}
 }
 
-// defaultHolder is "slotctl run <command> on <host> pid <pid>".
+// defaultHolder is "slotctl run <command> on <host> pid <pid>", the
+// command's words quoted as a shell would need them (shellQuote) and cut to
+// 60 characters, the whole within the broker's 256 bytes of printable text.
 func defaultHolder(command []string) string {
-	cmdline := strings.Join(command, " ")
-	if r := []rune(cmdline); len(r) > 60 {
-		cmdline = string(r[:59]) + "…"
+	words := make([]string, len(command))
+	for i, w := range command {
+		words[i] = shellQuote(w)
 	}
 	host, err := os.Hostname()
 	if err != nil {
 		host = "unknown host"
 	}
-	return fmt.Sprintf("slotctl run %s on %s pid %d", cmdline, host, os.Getpid())
+	const prefix = "slotctl run "
+	suffix := fmt.Sprintf(" on %s pid %d", displayText(host), os.Getpid())
+	cmdline := cut(strings.Join(words, " "), 60, messages.MaxHolderLen-len(prefix)-len(suffix))
+	return cut(prefix+cmdline+suffix, messages.MaxHolderLen, messages.MaxHolderLen)
 }
+
+// cut shortens s to at most maxRunes characters and maxBytes bytes, ending
+// it with "…" when it cuts.
+func cut(s string, maxRunes, maxBytes int) string {
+	if utf8.RuneCountInString(s) <= maxRunes && len(s) <= maxBytes {
+		return s
+	}
+	const ellipsis = "…"
+	n := 0
+	for runes := 1; runes < maxRunes; runes++ {
+		_, size := utf8.DecodeRuneInString(s[n:])
+		if size == 0 || n+size > maxBytes-len(ellipsis) {
+			break
+		}
+		n += size
+	}
+	return s[:n] + ellipsis
+}
+
+// shellQuote quotes word as a POSIX shell would need it typed: as it is
+// when it has only characters no shell treats specially, in single quotes
+// when it has other printable ones, and in bash's $'...' with escapes
+// (\n, \x01, \u202e) when it has characters that are not printable, so
+// that the result is always printable text.
+func shellQuote(word string) string {
+	if word == "" {
+		return "''"
+	}
+	plain, printable := true, true
+	for _, r := range word {
+		switch {
+		case r == utf8.RuneError || !strconv.IsPrint(r):
+			printable = false
+		case r >= utf8.RuneSelf || !strings.ContainsRune(shellPlain, r):
+			plain = false
+		}
+	}
+	switch {
+	case plain && printable:
+		return word
+	case printable:
+		return "'" + strings.ReplaceAll(word, "'", `'\''`) + "'"
+	}
+	var b strings.Builder
+	b.WriteString("$'")
+	for i := 0; i < len(word); {
+		r, size := utf8.DecodeRuneInString(word[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, word[i])
+		case r == '\'' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < utf8.RuneSelf && !strconv.IsPrint(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r == utf8.RuneError || !strconv.IsPrint(r):
+			if r > 0xffff {
+				fmt.Fprintf(&b, `\U%08x`, r)
+			} else {
+				fmt.Fprintf(&b, `\u%04x`, r)
+			}
+		default:
+			b.WriteRune(r)
+		}
+		i += size
+	}
+	b.WriteString("'")
+	return b.String()
+}
+
+// shellPlain are the characters a word may have and need no quotes.
+const shellPlain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_"

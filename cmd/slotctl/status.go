@@ -161,6 +161,9 @@ Exit status: 0 when a broker leads; 69 when none does (no leader key, the
 leader released it, or its lease lapsed), when the bucket does not exist or
 JetStream is not enabled, or the server is unreachable; 77 when the NATS
 user may not use the JetStream API on the bucket.`,
+		Example: `  slotctl status                           # the brokers, the leader and the streams
+  until slotctl status >/dev/null 2>&1; do sleep 0.2; done   # wait until a broker leads
+  slotctl status --bucket group1 --json    # another bucket, for scripts`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError("status takes no arguments, got %q (see 'slotctl status --help')", args)

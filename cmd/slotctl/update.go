@@ -16,14 +16,29 @@ func (a *app) updateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "update NAME [--limit N] [--slot-decay-per-second F] [--enable|--disable]",
 		Short: "Change a limit's slots, slot decay or activity",
-		Args:  exactName,
+		Example: `  slotctl update db --limit 20                    # raising it grants queued waiters at once
+  slotctl update api --slot-decay-per-second 10   # keeps the bucket's level
+  slotctl update db --disable                     # same as slotctl disable db`,
+		Args: exactName,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
 			var u client.LimitUpdate
 			if f.Changed("limit") {
+				if err := checkLimitFlag("update", limit); err != nil {
+					return err
+				}
 				u.Limit = client.Ptr(limit)
 			}
 			if f.Changed("slot-decay-per-second") {
+				// With the limit unchanged, the broker checks the drain time.
+				if err := checkDecayFlag("update", 0, decay); err != nil {
+					return err
+				}
+				if u.Limit != nil {
+					if err := checkDecayFlag("update", limit, decay); err != nil {
+						return err
+					}
+				}
 				u.SlotDecayPerSecond = client.Ptr(decay)
 			}
 			if f.Changed("enable") && enable || f.Changed("disable") && !disable {
@@ -42,13 +57,13 @@ func (a *app) updateCmd() *cobra.Command {
 			defer cancel()
 			info, err := cl.UpdateLimit(ctx, args[0], u)
 			if err != nil {
-				return err
+				return flagValueError(err)
 			}
 			return printLimitResult(a.stdout, "updated", info, asJSON)
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&limit, "limit", 0, "new number of slots")
+	f.IntVar(&limit, "limit", 0, "new number of slots, 1 to 1000000000")
 	f.Float64Var(&decay, "slot-decay-per-second", 0, "new slot decay (0: no longer a rate limit)")
 	f.BoolVar(&enable, "enable", false, "enforce the limit")
 	f.BoolVar(&disable, "disable", false, "stop enforcing the limit")

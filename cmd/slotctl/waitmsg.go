@@ -93,3 +93,58 @@ func describeHolders(info *client.LimitInfo, now time.Time) string {
 	}
 	return fmt.Sprintf("%d of %d slots held by: %s", info.ActiveSlots, info.Limit.Limit, strings.Join(parts, "; "))
 }
+
+// slotsOn says which slots a wait is for: "1 slot on db", "2 slots on each
+// of db,api".
+func slotsOn(occupy int, names []string) string {
+	s := fmt.Sprintf("%d slot", occupy)
+	if occupy != 1 {
+		s += "s"
+	}
+	if len(names) > 1 {
+		return s + " on each of " + displayText(strings.Join(names, ","))
+	}
+	return s + " on " + displayText(names[0])
+}
+
+// timedOut is the error of a wait that --timeout ended: "timed out after
+// <timeout> (--timeout) waiting for <what>", then, when the wait failed for
+// more than the timeout (no broker answered), that cause. It matches err,
+// which sets the exit status.
+func timedOut(err error, timeout time.Duration, what string) error {
+	msg := fmt.Sprintf("timed out after %v (--timeout) waiting for %s", timeout, what)
+	if cause := timeoutCause(err); cause != "" {
+		msg += ": " + cause
+	}
+	return &msgError{msg: msg, kind: err}
+}
+
+// timeoutCause is what err says besides that the wait timed out, without
+// the library's "slotbroker: " prefixes: "" for a plain client.ErrTimeout;
+// for one that no broker answered (client.ErrTimeout and ErrUnavailable,
+// "timed out waiting for slots (broker unavailable: no slotbroker answered
+// on <subject>: <why>)") the part in parentheses, from "no slotbroker".
+func timeoutCause(err error) string {
+	text := strings.ReplaceAll(err.Error(), "slotbroker: ", "")
+	timeout := strings.TrimPrefix(client.ErrTimeout.Error(), "slotbroker: ")
+	if rest, ok := strings.CutPrefix(text, timeout); ok {
+		text = strings.TrimSpace(rest)
+		if inner, ok := strings.CutPrefix(text, "("); ok {
+			text = strings.TrimSuffix(inner, ")")
+		}
+	}
+	unavailable := strings.TrimPrefix(client.ErrUnavailable.Error(), "slotbroker: ")
+	text = strings.TrimPrefix(strings.TrimPrefix(text, unavailable), ": ")
+	return text
+}
+
+// noSlotFree is the error of run --try or rate --try when the slots are not
+// free: "--try: could not get <what> at once: <the broker's why>". It
+// matches err (client.ErrNoSlots: exit 75).
+func noSlotFree(err error, what string) error {
+	msg := fmt.Sprintf("--try: could not get %s at once", what)
+	if why := strings.ReplaceAll(err.Error(), "slotbroker: ", ""); why != "" && why != "no slots" {
+		msg += ": " + why
+	}
+	return &msgError{msg: msg, kind: err}
+}

@@ -21,6 +21,8 @@ func (a *app) watchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "watch [NAME]",
 		Short: "Print the broker's events as they happen, until interrupted",
+		Example: `  slotctl watch             # every limit's events, one line each (Ctrl-C ends it)
+  slotctl watch db --json   # db's events as JSON lines`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usageError("watch takes at most one limit name, got %d arguments", len(args))
