@@ -96,6 +96,10 @@ type Broker struct {
 	started   bool
 	stopped   bool
 	inflight  sync.WaitGroup
+	// met is the metrics collector (metrics.go), nil without WithMetrics;
+	// lag is how many journal entries the follower had yet to read.
+	met *metrics
+	lag atomic.Uint64
 	// work hands functions to idle workers (workers.go).
 	work     chan func()
 	workers  sync.WaitGroup
@@ -118,13 +122,20 @@ func New(nc *nats.Conn, opts ...Option) (*Broker, error) {
 	st := newState(o.ttl, rand.Text)
 	st.maxPerInbox, st.maxWaiters = o.maxWaitersPerInbox, o.maxWaiters
 	st.acceptSlack = o.grantTimeout + acceptMargin
-	return &Broker{
+	b := &Broker{
 		nc: nc, opts: o, subj: messages.NewSubjects(o.prefix), log: o.log, now: time.Now,
 		st: st, wakers: map[string]*time.Timer{}, sent: map[string]*sentLimit{}, mirrored: map[string]messages.Limit{},
 		quit: make(chan struct{}), work: make(chan func()), dead: make(chan struct{}),
 		writerStop: make(chan struct{}), abort: make(chan struct{}), view: newRecordView(),
 		ownInbox: ownInboxPrefix(nc), lead: newLeadership(nuid.Next()),
-	}, nil
+	}
+	if o.metrics != nil {
+		b.met = newMetrics(b, o.metrics, o.metricsLimitCap)
+		if err := b.met.register(); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // ownInboxPrefix is the broker's own inbox namespace when its connection
@@ -366,7 +377,10 @@ func (b *Broker) openOnce(ctx context.Context, storage jetstream.StorageType) er
 	b.kv = kv
 	b.kvSubject = "$KV." + b.opts.bucket + "."
 	b.jr, err = openJournal(actx, b.js, b.opts.bucket, storage, b.opts.replicas, int(b.nc.MaxPayload()), b.abort, b.leading)
-	return err
+	if err != nil || b.opts.eventRetention == 0 {
+		return err
+	}
+	return openEventStream(actx, b.js, b.opts.bucket, b.subj, storage, b.opts.replicas, b.opts.eventRetention)
 }
 
 // kvFits tells whether an existing bucket has the configuration Start
@@ -475,6 +489,7 @@ func (b *Broker) Stop() error {
 		// everything answered).
 		b.endLeadership()
 		b.stopStatus()
+		b.met.unregister()
 	})
 	return err
 }
@@ -580,6 +595,7 @@ func (b *Broker) settle(bt *batch) error {
 		return err
 	}
 	for _, g := range bt.fx.grants {
+		g.freed = bt.fx.freed
 		b.inflight.Add(1)
 		b.spawn(func() { b.pushGrant(g) })
 	}
@@ -592,9 +608,11 @@ func (b *Broker) settle(bt *batch) error {
 // announce publishes the batch's events; callers answer their requester
 // first, so observers never delay the work.
 func (b *Broker) announce(bt *batch) {
+	b.met.observeBatch(bt.fx)
 	for _, ev := range bt.fx.events {
 		subject := b.subj.Event(ev.Limit, ev.Kind)
-		if b.opts.interest != nil && !b.opts.interest(subject) {
+		// With retention the stream captures every event: publish them all.
+		if b.opts.interest != nil && b.opts.eventRetention == 0 && !b.opts.interest(subject) {
 			continue
 		}
 		if data, e := messages.Marshal(messages.JSON, ev); e == nil {
@@ -615,7 +633,7 @@ func (b *Broker) finish(bt *batch) error {
 func (b *Broker) change(fn func(now time.Time, fx *effects)) *batch {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	fx := &effects{}
+	fx := &effects{observe: b.met != nil}
 	fn(b.now(), fx)
 	return b.applyLocked(fx)
 }
@@ -648,7 +666,11 @@ func (b *Broker) onWake(name string) {
 }
 
 // pushGrant sends a grant to its waiter as a request and settles it by the
-// answer: accepted, or given back when declined, unanswered or undeliverable.
+// answer: accepted, or given back when declined, unanswered within the grant
+// timeout, or undeliverable. An acceptance can be lost on its way (the
+// waiter's server died): the Go client confirms a grant by renewing its
+// lease before using it (a renewal accepts a pending lease, state.renew), so
+// a grant given back here is never one its waiter uses.
 func (b *Broker) pushGrant(g pushedGrant) {
 	defer b.inflight.Done()
 	if g.w.rate && !b.cover(g.w.names) {
@@ -660,33 +682,59 @@ func (b *Broker) pushGrant(g pushedGrant) {
 		msg.Lease = g.lease.grant()
 	}
 	b.mu.Unlock()
-	accepted, unanswered := false, false
-	if e := messages.CheckPushSubject(g.w.notify, b.opts.prefix); e != nil {
-		b.log.Warn("grant not pushed: its notify subject cannot be published to; passing the slots on", "wait", g.w.id, "err", e.Message)
-	} else if data, err := messages.Marshal(g.w.enc, msg); err == nil {
-		if resp, err := b.deliver(g.w.notify, data, g.w.recovered); err == nil {
-			var ack messages.GrantAck
-			_, derr := messages.Decode(resp.Data, &ack)
-			accepted = derr == nil && ack.Accept
-		} else {
-			unanswered = errors.Is(err, nats.ErrTimeout)
-			b.log.Info("grant not delivered; passing the slots on", "wait", g.w.id, "err", err)
-		}
-	}
+	out := b.offer(g, msg)
 	_ = b.finish(b.change(func(now time.Time, fx *effects) {
-		if unanswered {
+		switch out {
+		case grantUnanswered:
 			if n := b.st.grantUnanswered(now, g.w, fx); n > 0 {
 				b.log.Warn("inbox left its grants unanswered; dropped its other waiters", "inbox", inboxOf(g.w.notify), "dropped", n)
 			}
-		} else {
+		case grantAccepted, grantDeclined:
 			b.st.grantAnswered(g.w)
 		}
-		if accepted {
+		if out == grantAccepted {
 			b.st.accept(now, g.w.id, fx)
 		} else {
 			b.st.refuse(now, g.w.id, fx)
 		}
 	}))
+	if out == grantAccepted && !g.freed.IsZero() && g.lease != nil {
+		b.met.handoffDone(g.lease.names, b.now().Sub(g.freed))
+	}
+}
+
+// Outcomes of one push of a grant.
+const (
+	grantAccepted    = iota // answered accept
+	grantDeclined           // answered otherwise
+	grantUnanswered         // no answer within the grant timeout
+	grantUnreachable        // no responders, or no subject to push to: nobody got it
+)
+
+// offer pushes the grant once and says how it went.
+func (b *Broker) offer(g pushedGrant, msg messages.Grant) int {
+	if e := messages.CheckPushSubject(g.w.notify, b.opts.prefix); e != nil {
+		b.log.Warn("grant not pushed: its notify subject cannot be published to; passing the slots on", "wait", g.w.id, "err", e.Message)
+		return grantUnreachable
+	}
+	data, err := messages.Marshal(g.w.enc, msg)
+	if err != nil {
+		return grantUnreachable
+	}
+	resp, err := b.deliver(g.w.notify, data, g.w.recovered)
+	if err != nil {
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+			b.log.Info("grant unanswered; passing the slots on", "wait", g.w.id, "err", err)
+			return grantUnanswered
+		}
+		b.log.Info("grant not delivered; passing the slots on", "wait", g.w.id, "err", err)
+		return grantUnreachable
+	}
+	var ack messages.GrantAck
+	if _, derr := messages.Decode(resp.Data, &ack); derr == nil && ack.Accept {
+		return grantAccepted
+	}
+	return grantDeclined
 }
 
 // cover waits until journaled limit records cover the rate limits among

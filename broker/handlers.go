@@ -46,7 +46,7 @@ func (b *Broker) handler(ep *endpoint) nats.MsgHandler {
 		if !b.answerable(m) {
 			return
 		}
-		req := &request{msg: m, nc: b.nc, ep: ep, lead: b.lead}
+		req := &request{msg: m, nc: b.nc, ep: ep, lead: b.lead, start: start, met: b.met}
 		enc := messages.Detect(m.Data)
 		if !b.leading() {
 			e := messages.Errorf(messages.CodeUnavailable, "this broker no longer leads: retry (another broker takes over)")
@@ -93,6 +93,9 @@ func decode(req *request, v any) (messages.Encoding, bool) {
 
 // respond sends reply in enc; a non-nil e also sets the micro error headers.
 func respond(req *request, enc messages.Encoding, reply any, e *messages.Error) {
+	if req.met != nil {
+		defer func() { req.met.request(req.ep.name, e, time.Since(req.start)) }()
+	}
 	data, err := messages.Marshal(enc, reply)
 	if err != nil {
 		_ = req.Error("500", "encode reply: "+err.Error(), nil)

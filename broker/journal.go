@@ -317,7 +317,11 @@ func (b *Broker) store(s sealedAppend) bool {
 	seq := last
 	if len(s.ops) > 0 {
 		var err error
+		began := time.Now()
 		seq, err = b.jr.appendOps(s.ops, last)
+		if err == nil {
+			b.met.appended(len(s.ops), time.Since(began))
+		}
 		if err != nil {
 			s.g.err = err
 			close(s.g.done)

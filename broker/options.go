@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/slotbroker/slotbroker/messages"
 )
 
@@ -60,6 +62,13 @@ type options struct {
 	// predecessor is the id of a stopped broker of this process whose
 	// lease record counts as released.
 	predecessor string
+	// metrics, when set, gets the broker's collector (metrics.go);
+	// metricsLimitCap bounds the limits with series of their own.
+	metrics         prometheus.Registerer
+	metricsLimitCap int
+	// eventRetention, when above 0, keeps the events in a stream
+	// (events.go) for so long.
+	eventRetention time.Duration
 }
 
 func defaultOptions() options {
@@ -73,7 +82,7 @@ func defaultOptions() options {
 		snapshotEntries: DefaultSnapshotEntries, snapshotInterval: DefaultSnapshotInterval,
 		notifyRoots: []string{DefaultNotifyRoot},
 		log:         slog.New(slog.DiscardHandler),
-		leaderLease: DefaultLeaderLease,
+		leaderLease: DefaultLeaderLease, metricsLimitCap: DefaultMetricsLimitCap,
 	}
 }
 
@@ -281,6 +290,56 @@ func WithLeaderLease(d time.Duration) Option {
 func WithPredecessor(id string) Option {
 	return func(o *options) error {
 		o.predecessor = id
+		return nil
+	}
+}
+
+// WithMetrics registers the broker's Prometheus metrics on reg (metrics.go
+// lists them): New registers its collector, Stop unregisters it, so that a
+// broker started after the previous one stopped can use the same registry.
+// Two brokers serving at once need two registries (or
+// prometheus.WrapRegistererWith). Without it (or with nil) there are no
+// metrics and no work for them.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(o *options) error {
+		o.metrics = reg
+		return nil
+	}
+}
+
+// WithMetricsLimitCap bounds the limits with metric series of their own
+// (default DefaultMetricsLimitCap, 100): at each scrape the first n limits
+// by name get their own series, and every other limit (and every deleted
+// one) is summed under limit="_other". n may be 0: everything is _other.
+func WithMetricsLimitCap(n int) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return configErr("metrics limit cap %d: give 0 or more", n)
+		}
+		o.metricsLimitCap = n
+		return nil
+	}
+}
+
+// Bounds of WithEventRetention.
+const (
+	MinEventRetention = time.Second
+	MaxEventRetention = 30 * 24 * time.Hour
+)
+
+// WithEventRetention keeps the events for d in a JetStream stream,
+// SLOTBROKER_EVENTS_<bucket>, capturing "<prefix>.v1.events.>" (file
+// storage, or memory with WithMemoryStorage; the bucket's replicas), which
+// Start creates or updates: a watcher can then replay the recent past
+// (slotctl watch --since). 0, the default, keeps none; otherwise give 1s to
+// 30 days. With it the broker publishes every event, whatever
+// WithEventInterest says, for the stream to capture it.
+func WithEventRetention(d time.Duration) Option {
+	return func(o *options) error {
+		if d != 0 && (d < MinEventRetention || d > MaxEventRetention) {
+			return configErr("event retention %v: give 0 (off) or 1s to 720h (30 days)", d)
+		}
+		o.eventRetention = d
 		return nil
 	}
 }

@@ -61,6 +61,9 @@ type request struct {
 	// is valid (one from a broker that no longer leads could come from a
 	// stale view), else the requester is told to retry.
 	lead *leadership
+	// start is when the request arrived; met counts it (nil: no metrics).
+	start time.Time
+	met   *metrics
 }
 
 // Data is the request's body.

@@ -89,6 +89,7 @@ func (b *Broker) runSnapshots() {
 // writeSnapshot writes the view as a snapshot at its sequence, then drops
 // what the snapshot before it makes unnecessary.
 func (b *Broker) writeSnapshot(ctx context.Context) error {
+	began := time.Now()
 	b.mu.Lock()
 	appends := b.jr.appends
 	b.mu.Unlock()
@@ -122,6 +123,7 @@ func (b *Broker) writeSnapshot(ctx context.Context) error {
 	b.mu.Lock()
 	b.snapAppends = appends
 	b.mu.Unlock()
+	b.met.snapshotWritten(time.Since(began))
 	b.log.Debug("snapshot written", "seq", seq, "records", len(ops), "chunks", len(bodies))
 	if prev > 0 {
 		b.dropBefore(ctx, prev)

@@ -119,6 +119,7 @@ func (b *Broker) loadBase(ctx context.Context) (baseState, error) {
 	}
 	b.view = newRecordView()
 	b.view.apply(opsOf(recs), base.from-1)
+	b.lag.Store(st.LastSeq - min(st.LastSeq, base.from-1)) // until the follower reads
 	return base, nil
 }
 
@@ -207,6 +208,7 @@ func (f *follower) apply(m jetstream.Msg) error {
 	}
 	f.readTo.Store(seq)
 	f.b.applied.Store(seq)
+	f.b.lag.Store(meta.NumPending) // for Ready and the metrics
 	return nil
 }
 

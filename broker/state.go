@@ -176,6 +176,8 @@ type kvOp struct {
 type pushedGrant struct {
 	w     *waiter
 	lease *lease // nil for a rate admission
+	// freed is when the lease whose end let this grant go ended (metrics only).
+	freed time.Time
 }
 
 // failedWait is a waiter to tell that its acquisition failed.
@@ -197,6 +199,12 @@ type effects struct {
 	dirty []string
 	// wake lists limits whose decay timer must be recomputed.
 	wake []string
+	// observe: the Broker has metrics; the state then notes in obs what
+	// they count (metrics.go), and in freed when a lease ended (the start
+	// of the handoff to the grants of the same change).
+	observe bool
+	obs     []observation
+	freed   time.Time
 }
 
 func (fx *effects) put(key string, val []byte) { fx.ops = append(fx.ops, kvOp{key: key, val: val}) }

@@ -67,6 +67,9 @@ func (s *state) acquireFrom(now time.Time, primary string, req *messages.Acquire
 	}
 	if req.Try || req.Notify == "" {
 		a.countDenied(max(req.Count, 1))
+		if fx.observe && !req.Probe {
+			fx.note(obsRefusedNoSlots, a.enforcedNames(), 0, 1)
+		}
 		return failed(noSlotsError(now, a.enforced, req.Occupy))
 	}
 	return s.queue(now, a, fx)
@@ -196,6 +199,9 @@ func (s *state) admitNow(now time.Time, a *acquisition, fx *effects) acquireResu
 	s.admit(now, a.enforced, n*req.Occupy, req.Holder, fx)
 	a.countDenied(max(req.Count, 1) - n)
 	s.rememberAdmitted(now, req.WaitID, n)
+	if fx.observe {
+		fx.note(obsGrant, a.enforcedNames(), 0, n)
+	}
 	if req.Count > 1 {
 		a.reply.Admitted = n
 	}
@@ -209,6 +215,7 @@ func (s *state) leaseNow(now time.Time, a *acquisition, fx *effects) acquireResu
 	l.scope, l.key = a.names, req.Key
 	fx.put(leaseKey(l.id), l.record())
 	fx.arm = append(fx.arm, l)
+	fx.note(obsGrant, l.names, 0, 1)
 	for _, ls := range a.enforced {
 		fx.event(now, messages.EventAcquired, ls.cfg.Name, l, ls.free(now))
 	}
@@ -220,6 +227,9 @@ func (s *state) leaseNow(now time.Time, a *acquisition, fx *effects) acquireResu
 func (s *state) queue(now time.Time, a *acquisition, fx *effects) acquireResult {
 	req := a.req
 	if e := s.waiterRoom(a.quota); e != nil {
+		if fx.observe {
+			fx.note(obsRefusedTooMany, a.enforcedNames(), 0, 1)
+		}
 		return failed(e)
 	}
 	if req.WaitID == "" {
@@ -450,6 +460,7 @@ func (s *state) canGrant(now time.Time, w *waiter) bool {
 // restarted broker pushes the grant again.
 func (s *state) grantWaiter(now time.Time, w *waiter, fx *effects) {
 	s.unqueue(w)
+	fx.note(obsQueuedGrant, w.names, now.Sub(w.since), 1)
 	if w.rate {
 		w.granted = true
 		limits := make([]*limitState, len(w.names))
@@ -623,6 +634,11 @@ func (s *state) renew(now time.Time, id string, ttlMillis int64, fx *effects) me
 		}
 		l.ttl = ttl
 	}
+	if l.pending {
+		// Only its holder knows the lease: it took the grant, whose
+		// acceptance the broker did not hear (pushGrant).
+		s.accept(now, l.waitID, fx)
+	}
 	l.expires = now.Add(l.ttl)
 	fx.put(leaseKey(l.id), l.record())
 	fx.arm = append(fx.arm, l)
@@ -641,6 +657,16 @@ func (s *state) dropLease(now time.Time, l *lease, kind string, fx *effects) {
 		fx.purge(waiterKey(l.waitID))
 	}
 	fx.disarm = append(fx.disarm, l)
+	if fx.observe {
+		if !l.pending { // a lease never accepted was not held
+			ended := obsEnd
+			if kind == messages.EventExpired {
+				ended = obsExpiry
+			}
+			fx.note(ended, l.names, now.Sub(l.acquired), 1)
+		}
+		fx.freed = now
+	}
 	for _, n := range l.names {
 		ls := s.limits[n]
 		if ls == nil {
@@ -653,12 +679,16 @@ func (s *state) dropLease(now time.Time, l *lease, kind string, fx *effects) {
 			fx.dirty = append(fx.dirty, n)
 		}
 	}
+	// The release's events come before those of the grants it allows.
+	for _, n := range l.names {
+		if ls := s.limits[n]; ls != nil {
+			fx.event(now, kind, n, l, ls.free(now))
+		}
+	}
 	s.dispatch(now, fx, l.names...)
 	for _, n := range l.names {
 		if ls := s.limits[n]; ls != nil {
-			free := ls.free(now)
-			fx.event(now, kind, n, l, free)
-			if free > 0 {
+			if free := ls.free(now); free > 0 {
 				fx.event(now, messages.EventAvailable, n, nil, free)
 			}
 		}

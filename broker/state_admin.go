@@ -84,14 +84,15 @@ func (s *state) update(now time.Time, name string, req *messages.UpdateRequest, 
 	}
 	ls.cfg.UpdatedAt = now
 	fx.dirty = append(fx.dirty, name)
+	// The change's event comes before those of the grants it allows.
+	cfg := ls.cfg
+	fx.events = append(fx.events, messages.Event{Kind: messages.EventChanged, Limit: name, Available: ls.free(now), Config: &cfg, At: now})
 	if !ls.cfg.Active {
 		s.unenforce(now, ls, fx)
 	}
 	s.failTooLarge(now, ls, fx)
 	s.dispatch(now, fx, name)
 	s.announceAvailable(now, fx, name)
-	cfg := ls.cfg
-	fx.events = append(fx.events, messages.Event{Kind: messages.EventChanged, Limit: name, Available: ls.free(now), Config: &cfg, At: now})
 	info := s.info(now, ls)
 	return messages.LimitReply{Limit: &info}
 }

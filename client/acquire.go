@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"time"
 
@@ -222,7 +223,25 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 			if err := fromWire(p.grant.Error); err != nil {
 				return nil, reply, err
 			}
-			return p.grant.Lease, reply, nil
+			g := p.grant.Lease
+			if g == nil {
+				return nil, reply, nil // a rate admission
+			}
+			held, err := c.confirm(ctx, name, g)
+			if err != nil {
+				c.forgetAccepted(req.WaitID)
+				c.giveBack(req.WaitID, name, true)
+				return nil, reply, err
+			}
+			if held {
+				return g, reply, nil
+			}
+			// The broker did not hear the acceptance in time and passed
+			// the slots on: wait again (the acquisition is sent again below).
+			c.forgetAccepted(req.WaitID)
+			if ch, err = c.expectWait(req.WaitID, req.Key); err != nil {
+				return nil, reply, err
+			}
 		case <-c.reconnected():
 		case <-recheck.C:
 			recheck.Reset(recheckEvery)
@@ -249,6 +268,31 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 			return g, reply, err
 		}
 	}
+}
+
+// confirm renews a pushed grant's lease before it is used: the GrantAck
+// that accepted it may have been lost (the waiter's server died), after
+// which the broker passes the slots on at the grant timeout; a renewal
+// accepts a pending lease, so a lease that renews is held. It reports
+// false when the broker no longer holds the lease, and updates the
+// grant's deadline from the renewal.
+func (c *Client) confirm(ctx context.Context, name string, g *messages.LeaseGrant) (bool, error) {
+	var reply messages.RenewReply
+	sent := time.Now()
+	// On the acquisition's own limit: the lease may hold none of its names
+	// (granted as the limit was deactivated), but it is within its scope.
+	if err := c.call(ctx, c.subj.Verb(messages.VerbRenew, name), &messages.RenewRequest{LeaseID: g.ID}, &reply, true); err != nil {
+		return false, err
+	}
+	if err := fromWire(reply.Error); err != nil {
+		if errors.Is(err, ErrLeaseLost) {
+			return false, nil
+		}
+		return false, err
+	}
+	g.TTLMillis = reply.TTLMillis
+	g.ExpiresAt = sent.Add(time.Duration(reply.TTLMillis) * time.Millisecond)
+	return true, nil
 }
 
 // recheckEvery is how often a queued acquisition is sent again besides at

@@ -235,7 +235,8 @@ func TestAcceptedGrantWithAllowResponsesIsALease(t *testing.T) {
 	s := plainServer(t,
 		&server.User{Username: "admin", Password: "admin"},
 		&server.User{Username: "resp", Password: "resp", Permissions: &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: []string{"slotbroker.v1.acquire.db"}},
+			// Renew too: a pushed grant is confirmed by a renewal.
+			Publish:   &server.SubjectPermission{Allow: []string{"slotbroker.v1.acquire.db", "slotbroker.v1.renew.db"}},
 			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 			Response:  &server.ResponsePermission{MaxMsgs: 1},
 		}},

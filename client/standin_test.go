@@ -72,6 +72,18 @@ func standIn(t *testing.T, nc *nats.Conn, subject string) <-chan *nats.Msg {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if strings.Contains(subject, ".acquire") {
+		// A stand-in broker also holds the leases it grants: the client
+		// confirms a pushed grant by renewing it before using it.
+		renew, err := nc.Subscribe(strings.SplitN(subject, ".acquire", 2)[0]+".renew.>", func(m *nats.Msg) {
+			data, _ := messages.Marshal(messages.Detect(m.Data), messages.RenewReply{TTLMillis: 30_000, ExpiresAt: time.Now().Add(30 * time.Second)})
+			_ = m.Respond(data)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = renew.Unsubscribe() })
+	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}

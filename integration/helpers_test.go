@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/slotbroker/slotbroker/broker"
 	"github.com/slotbroker/slotbroker/broker/brokertest"
 	"github.com/slotbroker/slotbroker/client"
+	"github.com/slotbroker/slotbroker/messages"
 )
 
 // env is a real nats-server with JetStream (random port, own store dir) and a broker.
@@ -90,4 +92,12 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// brokerHousekeeping tells whether subject is one of the brokers' own
+// periodic writes, not part of any request: the leader lease's renewals
+// and the brokers' status keys (PROTOCOL.md §14.1).
+func brokerHousekeeping(subject string) bool {
+	return strings.HasPrefix(subject, "$KV.") &&
+		(strings.HasSuffix(subject, "."+messages.LeaderKey) || strings.Contains(subject, "."+messages.BrokerKeyPrefix))
 }

@@ -43,6 +43,11 @@ import (
 type history struct {
 	mu   sync.Mutex
 	recs []*acquisition
+	// fifoExempt, when set, leaves out of the FIFO rule the acquisitions
+	// it returns true for: those documented to lose their place (a waiter
+	// whose connection was down when its grant was pushed is queued again
+	// at the back when it reconnects, PROTOCOL.md §8).
+	fifoExempt func(acquisition) bool
 }
 
 // acquisition is one Acquire on one limit, as a client saw it.
@@ -304,7 +309,7 @@ func (h *history) checkFIFO() []string {
 	for _, name := range names {
 		var eligible []acquisition
 		for _, a := range groups[name] {
-			if a.occupy == 1 && !a.queued.IsZero() && !a.held.IsZero() {
+			if a.occupy == 1 && !a.queued.IsZero() && !a.held.IsZero() && (h.fifoExempt == nil || !h.fifoExempt(a)) {
 				eligible = append(eligible, a)
 			}
 		}

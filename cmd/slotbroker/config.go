@@ -38,7 +38,11 @@ const (
 	flagMaxWaiters   = "max-waiters"
 	flagInboxPrefix  = "inbox-prefix"
 	flagLogLevel     = "log-level"
+	flagHTTP         = "http"
 )
+
+// flagEventRetention names --event-retention (also a config file key).
+const flagEventRetention = "event-retention"
 
 // Accepted range of --grant-timeout (the broker's own bounds; the message
 // in brokerOptions says them).
@@ -88,6 +92,11 @@ type Config struct {
 	MaxWaitersPerInbox int
 	MaxWaiters         int
 	LogLevel           string
+	// EventRetention keeps the events in a stream for so long (0: off).
+	EventRetention time.Duration
+
+	// HTTP is the address of the metrics and health server (empty: off).
+	HTTP string
 
 	// explicit holds the settings given by flag, file or environment.
 	explicit map[string]bool
@@ -118,6 +127,9 @@ func (c *Config) external() bool { return c.NATS != "" }
 // validate checks the settings that do not need files or servers.
 func (c *Config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if err := checkHTTP(c.HTTP); err != nil {
 		return err
 	}
 	if c.external() {
@@ -234,6 +246,9 @@ func (c *Config) brokerOptions(log *slog.Logger) ([]broker.Option, error) {
 	if c.MaxWaiters < 1 {
 		return nil, configErr("--max-waiters %d: give 1 or more", c.MaxWaiters)
 	}
+	if c.EventRetention != 0 && (c.EventRetention < broker.MinEventRetention || c.EventRetention > broker.MaxEventRetention) {
+		return nil, configErr("--event-retention %v: give 0 (off) or 1s to 720h (30 days)", c.EventRetention)
+	}
 	return []broker.Option{
 		broker.WithPrefix(c.Prefix),
 		broker.WithBucket(c.Bucket),
@@ -243,6 +258,7 @@ func (c *Config) brokerOptions(log *slog.Logger) ([]broker.Option, error) {
 		broker.WithLeaderLease(c.LeaderLease),
 		broker.WithMaxWaitersPerInbox(c.MaxWaitersPerInbox),
 		broker.WithMaxWaiters(c.MaxWaiters),
+		broker.WithEventRetention(c.EventRetention),
 		broker.WithLogger(log),
 	}, nil
 }
@@ -268,6 +284,9 @@ func (c *Config) describe() string {
 		c.Prefix, c.Bucket, c.Replicas, c.LeaderLease, c.LeaseTTL, c.MaxLeaseTTL, c.GrantTimeout, c.MaxWaitersPerInbox, c.MaxWaiters)
 	if c.InboxPrefix != "" {
 		s += " inbox-prefix=" + c.InboxPrefix
+	}
+	if c.EventRetention > 0 {
+		s += " event-retention=" + c.EventRetention.String()
 	}
 	return s
 }

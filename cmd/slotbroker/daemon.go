@@ -6,16 +6,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/slotbroker/slotbroker/broker"
+	"github.com/slotbroker/slotbroker/client"
 )
 
 // drainTimeout bounds the drain of the connection at shutdown. Startup has
@@ -33,6 +38,18 @@ type daemon struct {
 	b      *broker.Broker
 	// opts are the options of every broker the daemon starts.
 	opts []broker.Option
+	// cur is b for the HTTP handlers; reg, httpMux, http and httpDone are
+	// the --http server's (httpserver.go).
+	cur      atomic.Pointer[broker.Broker]
+	reg      *prometheus.Registry
+	httpMux  *http.ServeMux
+	http     *http.Server
+	httpDone chan struct{}
+	// httpEnd ends the HTTP requests that stream (the live view's events)
+	// at shutdown; viewClient lists limits for the live view (webview.go).
+	httpEnd    context.CancelFunc
+	viewMu     sync.Mutex
+	viewClient *client.Client
 }
 
 // servingHook, when set (by tests only), is called with the daemon once it
@@ -163,6 +180,12 @@ func (d *daemon) start(ctx context.Context) error {
 		return err
 	}
 	d.log.Debug("settings", "summary", d.cfg.describe())
+	if err := d.startHTTP(); err != nil {
+		return err
+	}
+	if d.reg != nil {
+		opts = append(opts, broker.WithMetrics(d.reg))
+	}
 	if d.cfg.external() {
 		if err := d.connectExternal(); err != nil {
 			return err
@@ -171,8 +194,11 @@ func (d *daemon) start(ctx context.Context) error {
 		if err := d.startEmbedded(); err != nil {
 			return err
 		}
-		// The embedded server knows every subscriber: skip events nobody watches.
-		opts = append(opts, broker.WithEventInterest(broker.ServerInterest(d.srv)))
+		// The embedded server knows every subscriber: skip events nobody
+		// watches, unless the events stream keeps them all.
+		if d.cfg.EventRetention == 0 {
+			opts = append(opts, broker.WithEventInterest(broker.ServerInterest(d.srv)))
+		}
 	}
 	d.opts = opts
 	return d.startBroker(ctx)
@@ -192,6 +218,7 @@ func (d *daemon) startBroker(ctx context.Context) error {
 		if d.b, err = broker.New(d.nc, opts...); err != nil {
 			return err
 		}
+		d.cur.Store(d.b)
 		err = d.b.Start(ctx)
 		if err == nil || ctx.Err() != nil || d.nc.IsClosed() ||
 			!errors.Is(err, broker.ErrLostLeadership) && !errors.Is(err, broker.ErrDeposed) {
@@ -265,6 +292,13 @@ func (d *daemon) shutdown() error {
 	if d.b != nil {
 		err = d.b.Stop()
 	}
+	d.stopHTTP() // the live view's client goes before the connection
+	d.viewMu.Lock()
+	if d.viewClient != nil {
+		_ = d.viewClient.Close()
+		d.viewClient = nil
+	}
+	d.viewMu.Unlock()
 	if d.nc != nil {
 		if e := d.nc.Drain(); e != nil {
 			d.nc.Close()

@@ -94,7 +94,7 @@ script (see 'slotctl completion --help').`,
 		SilenceErrors: true,
 		Args:          rootArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usageError("missing command: use one of create, inspect, ls, update, enable, disable, delete, apply, run, rate, watch, status (see 'slotctl --help')")
+			return usageError("missing command: use one of create, inspect, ls, update, enable, disable, delete, apply, run, rate, watch, status, top (see 'slotctl --help')")
 		},
 		PersistentPreRunE: func(*cobra.Command, []string) error {
 			if a.timeout <= 0 {
@@ -125,6 +125,7 @@ script (see 'slotctl completion --help').`,
 		a.deleteCmd(), a.runCmd(), a.rateCmd(), a.watchCmd())
 	root.AddCommand(a.statusCmd())
 	root.AddCommand(a.applyCmd())
+	root.AddCommand(a.topCmd())
 	for _, c := range root.Commands() {
 		a.markStart(c)
 	}

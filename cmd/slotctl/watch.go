@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/slotbroker/slotbroker/client"
@@ -18,11 +19,14 @@ import (
 
 func (a *app) watchCmd() *cobra.Command {
 	var asJSON bool
+	var since time.Duration
 	cmd := &cobra.Command{
 		Use:   "watch [NAME]",
 		Short: "Print the broker's events as they happen, until interrupted",
 		Example: `  slotctl watch             # every limit's events, one line each (Ctrl-C ends it)
-  slotctl watch db --json   # db's events as JSON lines`,
+  slotctl watch db --json   # db's events as JSON lines
+  slotctl watch --since 10m # the last 10 minutes' events, then the new ones
+                            # (needs slotbroker --event-retention)`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usageError("watch takes at most one limit name, got %d arguments", len(args))
@@ -31,6 +35,9 @@ func (a *app) watchCmd() *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := ""
+			if since < 0 {
+				return usageError("--since %v: give a positive duration, e.g. 10m", since)
+			}
 			if len(args) == 1 {
 				name = args[0]
 			}
@@ -40,9 +47,21 @@ func (a *app) watchCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), forwarded...)
 			defer stop()
+			if a.nc != nil {
+				// --since reads a stream that keeps what came meanwhile.
+				defer a.reportConnection(a.nc, since == 0)()
+			}
 			var mu sync.Mutex
 			var werr error
-			err = cl.Watch(ctx, name, func(ev client.Event) {
+			watch := cl.Watch
+			if since > 0 {
+				// The broker's events stream, from since ago: no event
+				// missed or doubled between the past and the live ones.
+				watch = func(ctx context.Context, name string, fn func(client.Event)) error {
+					return watchStream(ctx, a.nc, a.prefix, name, since, fn)
+				}
+			}
+			err = watch(ctx, name, func(ev client.Event) {
 				mu.Lock()
 				defer mu.Unlock()
 				if werr != nil {
@@ -69,7 +88,40 @@ func (a *app) watchCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print each event as one JSON line")
+	cmd.Flags().DurationVar(&since, "since", 0, "first print the events of this long ago until now, e.g. 10m, then follow the new ones; needs a broker started with --event-retention (without it: exit 69, events are not kept)")
 	return cmd
+}
+
+// reportConnection prints a line on stderr when nc loses its connection
+// and when it has it back, saying, when missed is set, that the events
+// published meanwhile are missed (core NATS keeps none). The returned func
+// stops it.
+func (a *app) reportConnection(nc *nats.Conn, missed bool) func() {
+	lostMsg, backMsg := "watch: lost the connection to NATS; reconnecting", "watch: reconnected to %s"
+	if missed {
+		lostMsg += " (events are missed until it is back)"
+		backMsg += "; events published while disconnected were missed"
+	}
+	ch := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CONNECTED)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lost := false
+		for st := range ch {
+			switch {
+			case st == nats.CONNECTED && lost:
+				lost = false
+				a.warn.Warn(fmt.Sprintf(backMsg, nc.ConnectedUrlRedacted()))
+			case st != nats.CONNECTED && !lost:
+				lost = true
+				a.warn.Warn(lostMsg)
+			}
+		}
+	}()
+	return func() {
+		nc.RemoveStatusListener(ch)
+		<-done
+	}
 }
 
 // writeJSONLine writes v as compact JSON on one line.

@@ -1,0 +1,132 @@
+package broker
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// metricsBroker is a broker with n limits named l00, l01, ... and metrics
+// capped at limitCap, registered on a registry of its own.
+func metricsBroker(t *testing.T, n, limitCap int) (*Broker, *prometheus.Registry) {
+	t.Helper()
+	b := &Broker{st: newState(ttlBounds{def: DefaultLeaseTTL, min: DefaultMinLeaseTTL, max: DefaultMaxLeaseTTL}, func() string { return "id" }),
+		lead: newLeadership("test")}
+	for i := range n {
+		name := fmt.Sprintf("l%02d", i)
+		ls := newLimitState(messages.Limit{Name: name, Limit: 10, Active: true})
+		ls.held = 1
+		b.st.limits[name] = ls
+	}
+	reg := prometheus.NewRegistry()
+	b.met = newMetrics(b, reg, limitCap)
+	if err := b.met.register(); err != nil {
+		t.Fatal(err)
+	}
+	return b, reg
+}
+
+// series returns each series of family name by its limit label.
+func series(t *testing.T, reg *prometheus.Registry, name string) map[string]*dto.Metric {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*dto.Metric{}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "limit" {
+					out[l.GetValue()] = m
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestMetricsLimitCapFirstNByNameRestSummedAsOther: with N+5 limits, the
+// first N by name get series of their own and the other 5 are summed under
+// limit="_other", gauges and counters alike.
+func TestMetricsLimitCapFirstNByNameRestSummedAsOther(t *testing.T) {
+	const n = 4
+	b, reg := metricsBroker(t, n+5, n)
+	fx := &effects{observe: true}
+	for i := range n + 5 {
+		fx.note(obsGrant, []string{fmt.Sprintf("l%02d", i)}, 0, 1)
+	}
+	b.met.observeBatch(fx)
+
+	for _, name := range []string{"slotbroker_limit_slots", "slotbroker_limit_slots_held", "slotbroker_limit_grants_total"} {
+		got := series(t, reg, name)
+		if len(got) != n+1 {
+			t.Fatalf("%s: %d series, want %d (N own + _other): %v", name, len(got), n+1, keys(got))
+		}
+		for i := range n {
+			if got[fmt.Sprintf("l%02d", i)] == nil {
+				t.Errorf("%s: no series for l%02d, one of the first %d by name", name, i, n)
+			}
+		}
+	}
+	if v := series(t, reg, "slotbroker_limit_slots")["_other"].GetGauge().GetValue(); v != 50 {
+		t.Errorf("_other slots = %v, want 5 limits x 10 = 50", v)
+	}
+	if v := series(t, reg, "slotbroker_limit_slots_held")["l00"].GetGauge().GetValue(); v != 1 {
+		t.Errorf("l00 held = %v, want 1", v)
+	}
+	if v := series(t, reg, "slotbroker_limit_grants_total")["_other"].GetCounter().GetValue(); v != 5 {
+		t.Errorf("_other grants = %v, want 5", v)
+	}
+	if v := series(t, reg, "slotbroker_limit_grants_total")["l03"].GetCounter().GetValue(); v != 1 {
+		t.Errorf("l03 grants = %v, want 1", v)
+	}
+}
+
+// TestMetricsDeletedLimitCountsMoveToOther: a deleted limit's counts stay
+// in the totals, under _other, and its own series ends.
+func TestMetricsDeletedLimitCountsMoveToOther(t *testing.T) {
+	b, reg := metricsBroker(t, 2, 100)
+	fx := &effects{observe: true}
+	fx.note(obsGrant, []string{"l01"}, 0, 3)
+	b.met.observeBatch(fx)
+	delete(b.st.limits, "l01")
+	b.met.observeBatch(&effects{events: []messages.Event{{Kind: messages.EventDeleted, Limit: "l01"}}})
+	got := series(t, reg, "slotbroker_limit_grants_total")
+	if got["l01"] != nil {
+		t.Errorf("deleted limit l01 still has a series of its own")
+	}
+	if v := got["_other"].GetCounter().GetValue(); v != 3 {
+		t.Errorf("_other grants = %v, want the deleted limit's 3", v)
+	}
+}
+
+// TestMetricsUnregisteredAtStopSoTheNextBrokerRegisters: a replacement
+// broker registers on the same registry once the previous one stopped.
+func TestMetricsUnregisteredAtStopSoTheNextBrokerRegisters(t *testing.T) {
+	b, reg := metricsBroker(t, 1, 100)
+	other := &Broker{st: b.st, lead: newLeadership("next")}
+	other.met = newMetrics(other, reg, 100)
+	if err := other.met.register(); err == nil {
+		t.Fatal("a second broker registered on the registry while the first was registered")
+	}
+	b.met.unregister()
+	if err := other.met.register(); err != nil {
+		t.Fatalf("register after the first broker unregistered: %v", err)
+	}
+}
+
+func keys(m map[string]*dto.Metric) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
