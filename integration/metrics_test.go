@@ -27,6 +27,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	t.Run("MetricsCountTheScriptedWorkloadExactly", func(t *testing.T) { metricsCountWorkload(t, bin) })
 	t.Run("ReadyzReadyForLeaderAndSyncedStandbyAcrossFailover", func(t *testing.T) { readyzFailover(t, bin) })
 	t.Run("ReadyzNotReadyWhileWaitingForJetStream", func(t *testing.T) { readyzStarting(t, bin) })
+	t.Run("ReadyzFlipsWhenTheBrokerStopsServing", func(t *testing.T) { readyzFlips(t, bin) })
 	t.Run("HTTPAddressTakenExitsConfig", func(t *testing.T) { httpAddressTaken(t, bin) })
 }
 
@@ -268,5 +269,36 @@ func httpAddressTaken(t *testing.T, bin string) {
 	msg := strings.TrimSuffix(out, "\n")
 	if code != 78 || strings.Contains(msg, "\n") || !strings.Contains(msg, "--http") || !strings.Contains(msg, taken.Addr().String()) {
 		t.Errorf("--http on a taken address: status %d, output:\n%s\nwant 78 and one line naming --http and the address", code, out)
+	}
+}
+
+// readyzFlips: a leader whose JetStream goes away cannot renew its lease,
+// stops serving and stands by again (waiting for JetStream): /readyz flips
+// to 503; when JetStream is back it serves again and /readyz is 200.
+func readyzFlips(t *testing.T, bin string) {
+	dir := t.TempDir()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, JetStream: true, StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	h := daemonFreeAddr(t)
+	p := daemonStart(t, bin, daemonEnv(), "--nats", srv.ClientURL(), "--http", h)
+	p.waitReady(srv.ClientURL(), "slotbroker")
+	waitHTTP(t, p, "http://"+h+"/readyz", 200, "leader")
+	if err := srv.DisableJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	waitHTTP(t, p, "http://"+h+"/readyz", 503, "")
+	if err := srv.EnableJetStream(&server.JetStreamConfig{StoreDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	waitHTTP(t, p, "http://"+h+"/readyz", 200, "leader")
+	if p.exited() {
+		t.Fatalf("the daemon exited (%d) instead of standing by:\n%s", p.cmd.ProcessState.ExitCode(), p.stderr)
 	}
 }
