@@ -645,14 +645,16 @@ func (f *limitsFile) nameValue(who string, n ast.Node) (string, bool) {
 	return "", false
 }
 
-// limitValue reads a number of slots: a whole number from 0 to messages.MaxLimit.
+// limitValue reads a number of slots: a whole number from 1 to
+// messages.MaxLimit (0 is refused, as by create: a limit of 0 slots could
+// never grant one; "active: false" stops enforcing a limit).
 func (f *limitsFile) limitValue(who string, n ast.Node) (int, bool) {
 	v, ok := f.resolve(n)
 	if !ok {
 		return 0, false
 	}
 	bad := func(format string, args ...any) (int, bool) {
-		f.problem(n, "%s: field limit: %s: give 0 to %d slots", who, fmt.Sprintf(format, args...), messages.MaxLimit)
+		f.problem(n, "%s: field limit: %s: give 1 to %d slots", who, fmt.Sprintf(format, args...), messages.MaxLimit)
 		return 0, false
 	}
 	if x, isNum := plainNumber(v); isNum {
@@ -665,11 +667,17 @@ func (f *limitsFile) limitValue(who string, n ast.Node) (int, bool) {
 			if i < 0 {
 				return bad("%d is negative", i)
 			}
+			if i == 0 {
+				return bad("0 slots could never be granted (to stop enforcing the limit, set active: false)")
+			}
 			if i > messages.MaxLimit {
 				return bad("%d is too large", i)
 			}
 			return int(i), true
 		case uint64:
+			if i == 0 {
+				return bad("0 slots could never be granted (to stop enforcing the limit, set active: false)")
+			}
 			if i > messages.MaxLimit {
 				return bad("%d is too large", i)
 			}
@@ -681,6 +689,8 @@ func (f *limitsFile) limitValue(who string, n ast.Node) (int, bool) {
 			return bad("%s is not a whole number", formatFloat(x))
 		case x < 0:
 			return bad("%s is negative", formatFloat(x))
+		case x == 0:
+			return bad("0 slots could never be granted (to stop enforcing the limit, set active: false)")
 		case x > messages.MaxLimit:
 			return bad("%s is too large", formatFloat(x))
 		default:

@@ -296,6 +296,8 @@ func TestApplyRefusesABadFileNamingLineAndField(t *testing.T) {
 			[]string{":5:3: ", `limit "db": unknown field "limt"`, "name, limit, slot_decay_per_second, active"}},
 		{"a negative limit", "- name: new\n  limit: 1\n- name: db\n  limit: -3\n",
 			[]string{":4:10: ", `limit "db": field limit: -3 is negative`}},
+		{"a limit of 0 (as create refuses it)", "- name: new\n  limit: 1\n- name: db\n  limit: 0\n",
+			[]string{":4:10: ", `limit "db": field limit: 0 slots could never be granted`, "active: false"}},
 		{"a missing name", "- name: new\n  limit: 1\n- limit: 3\n",
 			[]string{":3:3: ", "limit #2 has no name"}},
 		{"a duplicate name", "- name: db\n  limit: 1\n- name: new\n  limit: 1\n- name: db\n  limit: 2\n",
