@@ -112,7 +112,7 @@ func respond(req *request, enc messages.Encoding, reply any, e *messages.Error) 
 func statusOf(c messages.Code) string {
 	s := 400
 	switch c {
-	case messages.CodeNotFound, messages.CodeLeaseNotFound:
+	case messages.CodeNotFound, messages.CodeLeaseNotFound, messages.CodeRevoked:
 		s = 404
 	case messages.CodeExists:
 		s = 409

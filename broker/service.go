@@ -142,6 +142,7 @@ func newService(b *Broker) *service {
 	add(messages.VerbRelease, messages.VerbRelease+".*", perLimit(b.handleRelease))
 	add(messages.VerbRenew, messages.VerbRenew+".*", perLimit(b.handleRenew))
 	add(messages.VerbCancel, messages.VerbCancel+".*", perLimit(b.handleCancel))
+	add(messages.VerbRevoke, messages.VerbRevoke+".*", perLimit(b.handleRevoke))
 	add(messages.VerbCreate, messages.VerbCreate+".*", perLimit(b.handleCreate))
 	add(messages.VerbGet, messages.VerbGet+".*", perLimit(b.handleGet))
 	add(messages.VerbUpdate, messages.VerbUpdate+".*", perLimit(b.handleUpdate))

@@ -133,6 +133,9 @@ type state struct {
 	// The same memory answers a retried rate admission as admitted instead
 	// of admitting it twice.
 	waits *waitMemory
+	// revoked remembers revoked lease ids for revokedTTL (revoke.go), so
+	// that a renewal of one is answered revoked, not lease_not_found.
+	revoked *waitMemory
 	// inboxes counts queued waiters and unanswered grants per inbox
 	// (waiters.go); maxPerInbox and maxWaiters bound the queue (0: no bound).
 	inboxes     map[string]*inboxState
@@ -154,7 +157,8 @@ func newState(ttl ttlBounds, newID func() string) *state {
 		newID:   newID,
 		inboxes: map[string]*inboxState{},
 
-		waits: newWaitMemory(cancelTombstoneTTL),
+		waits:   newWaitMemory(cancelTombstoneTTL),
+		revoked: newWaitMemory(revokedTTL(ttl)),
 	}
 }
 

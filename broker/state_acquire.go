@@ -625,6 +625,9 @@ func (s *state) expire(now time.Time, id string, fx *effects) bool {
 func (s *state) renew(now time.Time, id string, ttlMillis int64, fx *effects) messages.RenewReply {
 	l := s.leases[id]
 	if l == nil {
+		if e := s.revokedError(now, id); e != nil {
+			return messages.RenewReply{Error: e}
+		}
 		return messages.RenewReply{Error: messages.Errorf(messages.CodeLeaseNotFound, "lease %q is not held: it expired, was released or its limit was deleted", id)}
 	}
 	if ttlMillis != 0 {

@@ -62,6 +62,7 @@ var sentinels = map[messages.Code]error{
 	messages.CodeBadRequest:      ErrInvalidArgument,
 	messages.CodeNoSlots:         ErrNoSlots,
 	messages.CodeLeaseNotFound:   ErrLeaseLost,
+	messages.CodeRevoked:         ErrLeaseRevoked,
 	messages.CodeNotRateLimit:    ErrNotRateLimit,
 	messages.CodeForbidden:       ErrPermissionDenied,
 	messages.CodeTooManyWaiters:  ErrTooManyWaiters,

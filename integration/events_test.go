@@ -100,7 +100,11 @@ func TestEventsOnlyWhenWatched(t *testing.T) {
 			t.Fatalf("watcher got %v, want %d of %s", kinds, cycles, k)
 		}
 	}
-	if watched-unwatched < 3*cycles {
+	// Exactly 3 events a cycle are published only when watched; a
+	// periodic write of the brokers can fall either side of a window's
+	// edge, so 2 messages of slack (without the filter the difference would
+	// be about 0, not 60).
+	if watched-unwatched < 3*cycles-2 {
 		t.Fatalf("messages into the server: %d unwatched, %d watched; want at least %d fewer unwatched (no events)", unwatched, watched, 3*cycles)
 	}
 	t.Logf("messages into the server for %d cycles: %d unwatched, %d watched", cycles, unwatched, watched)

@@ -10,6 +10,8 @@ const (
 	MaxRequestBytes = 16 * 1024
 	// MaxHolderLen is the longest holder description, in bytes.
 	MaxHolderLen = 256
+	// MaxReasonLen is the longest revocation reason, in bytes.
+	MaxReasonLen = 256
 	// MaxNames is the most limits one acquisition may name.
 	MaxNames = 16
 	// MaxIDLen is the longest wait id or lease id, in bytes.

@@ -21,6 +21,7 @@ const (
 	CodeTooManyWaiters  Code = "too_many_waiters" // the requester's inbox (or the broker) has as many waiters as allowed
 	CodeUnavailable     Code = "unavailable"      // the broker is shutting down or cannot persist
 	CodeInternal        Code = "internal"         // a broker bug or storage failure
+	CodeRevoked         Code = "revoked"          // renew of a lease an operator revoked (recently: later, lease_not_found)
 )
 
 // Error is the error object of every reply.

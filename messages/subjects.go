@@ -24,6 +24,7 @@ const (
 	VerbRelease     = "release"
 	VerbRenew       = "renew"
 	VerbCancel      = "cancel"
+	VerbRevoke      = "revoke"
 	VerbCreate      = "create"
 	VerbGet         = "get"
 	VerbUpdate      = "update"

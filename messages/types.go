@@ -234,6 +234,7 @@ const (
 	EventCreated   = "created"
 	EventDeleted   = "deleted"
 	EventAdmitted  = "admitted"
+	EventRevoked   = "revoked"
 )
 
 // Event is published (always as JSON) on "<prefix>.v1.events.<name>.<kind>".
@@ -248,6 +249,10 @@ type Event struct {
 	Available int       `json:"available"`
 	Config    *Limit    `json:"config,omitempty"`
 	At        time.Time `json:"at"`
+	// Reason and By are, on a revoked event, the revocation's reason and
+	// the revoker's description (RevokeRequest).
+	Reason string `json:"reason,omitempty"`
+	By     string `json:"by,omitempty"`
 }
 
 // Names0 is the first name, the limit whose subjects carry the lease's requests.

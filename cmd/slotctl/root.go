@@ -94,7 +94,7 @@ script (see 'slotctl completion --help').`,
 		SilenceErrors: true,
 		Args:          rootArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usageError("missing command: use one of create, inspect, ls, update, enable, disable, delete, apply, run, rate, watch, status, top (see 'slotctl --help')")
+			return usageError("missing command: use one of create, inspect, ls, update, enable, disable, delete, apply, run, rate, watch, status, top, revoke (see 'slotctl --help')")
 		},
 		PersistentPreRunE: func(*cobra.Command, []string) error {
 			if a.timeout <= 0 {
@@ -126,6 +126,7 @@ script (see 'slotctl completion --help').`,
 	root.AddCommand(a.statusCmd())
 	root.AddCommand(a.applyCmd())
 	root.AddCommand(a.topCmd())
+	root.AddCommand(a.revokeCmd())
 	for _, c := range root.Commands() {
 		a.markStart(c)
 	}

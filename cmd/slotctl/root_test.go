@@ -108,7 +108,7 @@ func TestCompletionCommandIsAvailable(t *testing.T) {
 }
 
 // verbs are slotctl's own commands.
-var verbs = []string{"create", "inspect", "ls", "update", "enable", "disable", "delete", "run", "rate", "watch", "status", "top"}
+var verbs = []string{"create", "inspect", "ls", "update", "enable", "disable", "delete", "run", "rate", "watch", "status", "top", "revoke"}
 
 // TestEveryVerbHasAnExample: each verb's --help shows an Examples section
 // that uses the verb.
