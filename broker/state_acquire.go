@@ -643,7 +643,12 @@ func (s *state) renew(now time.Time, id string, ttlMillis int64, fx *effects) me
 		s.accept(now, l.waitID, fx)
 	}
 	l.expires = now.Add(l.ttl)
-	fx.put(leaseKey(l.id), l.record())
+	// The record stored at the grant covers the grant time + TTL + the
+	// accept slack: a renewal within it (the Go client's confirmation of
+	// a pushed grant, right after it) needs no append.
+	if ttlMillis != 0 || !l.slackStored || l.expires.After(s.coveredUntil(l)) {
+		fx.put(leaseKey(l.id), l.record())
+	}
 	fx.arm = append(fx.arm, l)
 	return messages.RenewReply{ExpiresAt: l.expires, TTLMillis: l.ttl.Milliseconds()}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"github.com/nats-io/nats.go/jetstream"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/slotbroker/slotbroker/broker"
 	"github.com/slotbroker/slotbroker/broker/brokertest"
 	"github.com/slotbroker/slotbroker/client"
+	"github.com/slotbroker/slotbroker/messages"
 )
 
 // stopAfter is watch's stdout in tests: it sends each line on lines and
@@ -41,6 +43,23 @@ func TestWatchSinceReplaysThenFollows(t *testing.T) {
 	c := e.Client
 	if _, err := c.CreateLimit(ctx, "db", 1); err != nil {
 		t.Fatal(err)
+	}
+	// Events of different requests are published in no set order (each
+	// after its own reply): let the stream keep "created" before the
+	// acquisition's events come.
+	js, err := jetstream.New(e.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		st, err := js.Stream(ctx, broker.EventStream(messages.DefaultBucket))
+		if err == nil && st.CachedInfo().State.Msgs >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the created event not kept within 10s: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	l, err := c.Acquire(ctx, "db", 1, client.WithHolder("alice"))
 	if err != nil {
