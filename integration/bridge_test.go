@@ -144,7 +144,7 @@ func (b *bridge) acceptLoop() {
 
 func (b *bridge) forward(in net.Conn) {
 	defer b.wg.Done()
-	out, err := net.DialTimeout("tcp", b.target, 2*time.Second)
+	out, err := net.DialTimeout("tcp", b.targetAddr(), 2*time.Second)
 	if err != nil {
 		_ = in.Close() // the target is down: the dialer sees a hang-up
 		return
@@ -258,4 +258,17 @@ func TestBridgeCutClosesAndRefusesConnections(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", b.Addr(), time.Second); err == nil {
 		t.Fatal("the closed bridge still accepts")
 	}
+}
+
+// setTarget changes where new connections go (an empty target hangs them up).
+func (b *bridge) setTarget(target string) {
+	b.mu.Lock()
+	b.target = target
+	b.mu.Unlock()
+}
+
+func (b *bridge) targetAddr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.target
 }

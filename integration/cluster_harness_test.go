@@ -78,7 +78,7 @@ func startCluster(t testing.TB, n int) *cluster {
 			name:        fmt.Sprintf("n%d", i+1),
 			storeDir:    t.TempDir(),
 			clientPort:  -1,
-			clusterPort: clusterFreePort(t),
+			clusterPort: -1, // the server picks it; the bridges to it learn it after the start
 			advertise:   clusterRefusingAddr(t),
 		})
 	}
@@ -89,7 +89,7 @@ func startCluster(t testing.TB, n int) *cluster {
 			if i == j {
 				continue
 			}
-			b := newBridge(t, fmt.Sprintf("127.0.0.1:%d", c.nodes[j].clusterPort))
+			b := newBridge(t, "") // targeted once node j listens
 			c.bridges[i][j] = b
 			c.nodes[i].routes = append(c.nodes[i].routes, b.Addr())
 		}
@@ -109,6 +109,7 @@ func startCluster(t testing.TB, n int) *cluster {
 			t.Fatalf("cluster: %s not ready for connections within %v", c.nodes[i].name, clusterBound)
 		}
 		c.nodes[i].clientPort = c.nodes[i].srv.Addr().(*net.TCPAddr).Port
+		c.retarget(i)
 	}
 	for i := range n {
 		c.waitCurrent(t, i)
@@ -149,6 +150,23 @@ func (c *cluster) newServer(i int) (*server.Server, error) {
 		srv.SetLogger(clusterLogger{t: c.t, name: nd.name}, false, false)
 	}
 	return srv, nil
+}
+
+// retarget points the bridges to node i at the cluster port it listens on
+// (a new one at each start: a port picked beforehand could be taken by a
+// test of another package running at the same time).
+func (c *cluster) retarget(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	addr := c.nodes[i].srv.ClusterAddr()
+	if addr == nil {
+		c.t.Fatalf("cluster: %s has no cluster listener", c.nodes[i].name)
+	}
+	for j := range c.nodes {
+		if b := c.bridges[j][i]; b != nil {
+			b.setTarget(addr.String())
+		}
+	}
 }
 
 // Size is the number of nodes.
@@ -267,6 +285,7 @@ func (c *cluster) Restart(i int) {
 	if !srv.ReadyForConnections(clusterBound) {
 		c.t.Fatalf("cluster: restarted %s not ready for connections within %v (port %d taken?)", nd.name, clusterBound, nd.clientPort)
 	}
+	c.retarget(i)
 	if !partitioned {
 		c.waitCurrent(c.t, i)
 	}
@@ -540,18 +559,6 @@ func (c *cluster) shutdown() {
 		}()
 	}
 	wg.Wait()
-}
-
-// clusterFreePort is a loopback TCP port that was free a moment ago (a node's
-// cluster port must be known before the bridges to it exist).
-func clusterFreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // clusterRefusingAddr is a loopback address whose port is bound until the
