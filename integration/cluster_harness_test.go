@@ -78,7 +78,7 @@ func startCluster(t testing.TB, n int) *cluster {
 			name:        fmt.Sprintf("n%d", i+1),
 			storeDir:    t.TempDir(),
 			clientPort:  -1,
-			clusterPort: -1, // the server picks it; the bridges to it learn it after the start
+			clusterPort: clusterFreePort(t),
 			advertise:   clusterRefusingAddr(t),
 		})
 	}
@@ -89,7 +89,7 @@ func startCluster(t testing.TB, n int) *cluster {
 			if i == j {
 				continue
 			}
-			b := newBridge(t, "") // targeted once node j listens
+			b := newBridge(t, fmt.Sprintf("127.0.0.1:%d", c.nodes[j].clusterPort))
 			c.bridges[i][j] = b
 			c.nodes[i].routes = append(c.nodes[i].routes, b.Addr())
 		}
@@ -105,11 +105,8 @@ func startCluster(t testing.TB, n int) *cluster {
 		srv.Start()
 	}
 	for i := range n {
-		if !c.nodes[i].srv.ReadyForConnections(clusterBound) {
-			t.Fatalf("cluster: %s not ready for connections within %v", c.nodes[i].name, clusterBound)
-		}
+		c.ready(i)
 		c.nodes[i].clientPort = c.nodes[i].srv.Addr().(*net.TCPAddr).Port
-		c.retarget(i)
 	}
 	for i := range n {
 		c.waitCurrent(t, i)
@@ -152,20 +149,40 @@ func (c *cluster) newServer(i int) (*server.Server, error) {
 	return srv, nil
 }
 
-// retarget points the bridges to node i at the cluster port it listens on
-// (a new one at each start: a port picked beforehand could be taken by a
-// test of another package running at the same time).
-func (c *cluster) retarget(i int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	addr := c.nodes[i].srv.ClusterAddr()
-	if addr == nil {
-		c.t.Fatalf("cluster: %s has no cluster listener", c.nodes[i].name)
-	}
-	for j := range c.nodes {
-		if b := c.bridges[j][i]; b != nil {
-			b.setTarget(addr.String())
+// ready waits until node i is ready for connections. A node whose cluster
+// port was taken meanwhile (it was free when picked: a test of another
+// package running at the same time may bind it) never gets ready: it is
+// started again on a new port, and the bridges to it follow.
+func (c *cluster) ready(i int) {
+	c.t.Helper()
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		srv := c.nodes[i].srv
+		c.mu.Unlock()
+		if srv.ReadyForConnections(10 * time.Second) {
+			return
 		}
+		if attempt == 3 {
+			c.t.Fatalf("cluster: %s not ready for connections after %d starts", c.nodes[i].name, attempt+1)
+		}
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		c.mu.Lock()
+		nd := c.nodes[i]
+		nd.clusterPort = clusterFreePort(c.t)
+		for j := range c.nodes {
+			if b := c.bridges[j][i]; b != nil {
+				b.setTarget(fmt.Sprintf("127.0.0.1:%d", nd.clusterPort))
+			}
+		}
+		next, err := c.newServer(i)
+		if err != nil {
+			c.mu.Unlock()
+			c.t.Fatalf("cluster: %v", err)
+		}
+		nd.srv = next
+		c.mu.Unlock()
+		next.Start()
 	}
 }
 
@@ -282,10 +299,7 @@ func (c *cluster) Restart(i int) {
 	c.mu.Unlock()
 
 	srv.Start()
-	if !srv.ReadyForConnections(clusterBound) {
-		c.t.Fatalf("cluster: restarted %s not ready for connections within %v (port %d taken?)", nd.name, clusterBound, nd.clientPort)
-	}
-	c.retarget(i)
+	c.ready(i)
 	if !partitioned {
 		c.waitCurrent(c.t, i)
 	}
@@ -597,3 +611,16 @@ func (l clusterLogger) Fatalf(format string, v ...any)  { l.log("FTL", format, v
 func (l clusterLogger) Errorf(format string, v ...any)  { l.log("ERR", format, v...) }
 func (l clusterLogger) Debugf(format string, v ...any)  { l.log("DBG", format, v...) }
 func (l clusterLogger) Tracef(format string, v ...any)  { l.log("TRC", format, v...) }
+
+// clusterFreePort is a loopback TCP port that was free a moment ago (a node's
+// cluster port: the bridges must know it before the node starts; ready
+// starts a node again on another one if it was taken meanwhile).
+func clusterFreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
