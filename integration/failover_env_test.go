@@ -193,8 +193,6 @@ type cycler struct {
 	errs  []error
 	mark  time.Time   // the current round's start; zero before the first
 	first []time.Time // per client: its first lease of an Acquire sent at or after mark; zero if none yet
-	// conns[i] is client i's connection.
-	conns []*nats.Conn
 }
 
 // startCycler starts clients cycling over limits limits of size slots each,
@@ -225,7 +223,6 @@ func (fe *failoverEnv) startCycler(clients, limits, size, conns int, runFor time
 	}
 	cy := &cycler{stop: make(chan struct{}), cycles: make([]atomic.Int64, clients), first: make([]time.Time, clients)}
 	for i := range clients {
-		cy.conns = append(cy.conns, ncs[i%conns])
 		c, err := client.New(ncs[i%conns])
 		if err != nil {
 			fe.t.Fatal(err)
@@ -422,14 +419,3 @@ func (cy *cycler) checkTokensRise(t testing.TB, t0 time.Time) {
 	}
 }
 
-// clientsOn returns the ids of the clients connected to the NATS server
-// named server now.
-func (cy *cycler) clientsOn(server string) map[string]bool {
-	on := map[string]bool{}
-	for i, nc := range cy.conns {
-		if nc.ConnectedServerName() == server {
-			on["c"+strconv.Itoa(i)] = true
-		}
-	}
-	return on
-}
