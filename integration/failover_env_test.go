@@ -418,4 +418,3 @@ func (cy *cycler) checkTokensRise(t testing.TB, t0 time.Time) {
 		t.Errorf("a lease granted after the failover has token %d, not above %d granted before it", after, before)
 	}
 }
-
