@@ -71,7 +71,6 @@ type Broker struct {
 	// last snapshot written (snapshot loop only) and snapAppends the
 	// journal's append count then (under mu).
 	view        *recordView
-	replayedTo  uint64 // the last journal sequence recovery applied (Start only)
 	snapSeq     uint64
 	snapAppends uint64
 	// lead is the leader lease (leadership.go); applied the last journal

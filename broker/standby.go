@@ -127,10 +127,8 @@ func (b *Broker) loadBase(ctx context.Context) (baseState, error) {
 type follower struct {
 	b   *Broker
 	asm *assembler
-	// readTo is the last sequence read; applied the last one applied (an
-	// append's last part); maxToken the highest fencing token seen.
+	// readTo is the last sequence read; maxToken the highest fencing token seen.
 	readTo   atomic.Uint64
-	applied  atomic.Uint64
 	maxToken atomic.Uint64
 
 	mu       sync.Mutex
@@ -154,7 +152,6 @@ func (b *Broker) follow(ctx context.Context, from uint64, asm *assembler) (*foll
 	}
 	f := &follower{b: b, asm: asm, progress: make(chan struct{}), it: it, done: make(chan struct{})}
 	f.readTo.Store(from - 1)
-	f.applied.Store(from - 1)
 	go f.run()
 	return f, nil
 }
@@ -204,7 +201,6 @@ func (f *follower) apply(m jetstream.Msg) error {
 				f.maxToken.Store(t)
 			}
 		}
-		f.applied.Store(seq)
 	}
 	f.readTo.Store(seq)
 	f.b.applied.Store(seq)

@@ -29,7 +29,6 @@ func (b *Broker) resume(ctx context.Context, base baseState, f *follower, claime
 	b.jr.lastSeq = claimed
 	b.applied.Store(claimed)
 	b.view.apply(nil, claimed)
-	b.replayedTo = claimed
 	lastToken := max(base.lastToken, b.tokenFloor)
 	if base.man == nil {
 		// Before the state exists: a failure here leaves nothing waiting
