@@ -32,3 +32,16 @@ func CheckText(field, text string, max int) *Error {
 	}
 	return nil
 }
+
+// RevokedNotice is pushed to the notify subject of a lease's acquisition
+// when the lease is revoked, so that its holder stops at once instead of at
+// its next renewal (which is answered CodeRevoked all the same). It is a
+// message, not a request: nothing answers it.
+type RevokedNotice struct {
+	// Revoked is the id of the lease revoked; Key echoes the acquisition's
+	// grant key, so the client can tell a notice the broker sent.
+	Revoked string `json:"revoked"`
+	Key     string `json:"key,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	By      string `json:"by,omitempty"`
+}

@@ -11,7 +11,12 @@ type Limit struct {
 	// slots drain continuously at this many slots per second.
 	SlotDecayPerSecond float64 `json:"slot_decay_per_second"`
 	// Active limits are enforced; inactive ones admit everything uncounted.
-	Active    bool      `json:"active"`
+	Active bool `json:"active"`
+	// PerKey makes the limit a family: each key (the subject token after
+	// the limit's name, "<prefix>.v1.acquire.<name>.<key>") gets a limit of
+	// its own with this configuration, created on first use and dropped
+	// when idle. A family is acquired only with a key.
+	PerKey    bool      `json:"per_key,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -35,6 +40,42 @@ type Waiter struct {
 	Holder   string    `json:"holder,omitempty"`
 	Names    []string  `json:"names,omitempty"`
 	Since    time.Time `json:"since"`
+	// Priority is the acquisition's priority (0 to MaxPriority);
+	// EffectivePriority is it raised by its waiting time (PROTOCOL.md §7.4).
+	Priority          int `json:"priority,omitempty"`
+	EffectivePriority int `json:"effective_priority,omitempty"`
+	// Estimate is the broker's estimate of the wait left, when it has one.
+	Estimate *WaitEstimate `json:"estimate,omitempty"`
+}
+
+// MaxPriority is the highest AcquireRequest.Priority; 0 is the lowest and
+// the default.
+const MaxPriority = 9
+
+// Bases of a WaitEstimate.
+const (
+	// EstimateRate: a rate limit's decay arithmetic, exact unless the
+	// limit changes or higher-priority acquisitions queue ahead.
+	EstimateRate = "rate"
+	// EstimateHolds: from the limit's recent hold times and its queue.
+	EstimateHolds = "holds"
+)
+
+// WaitEstimate is how long a queued acquisition is expected to wait still.
+type WaitEstimate struct {
+	Millis int64 `json:"ms"`
+	// Basis is EstimateRate or EstimateHolds.
+	Basis string `json:"basis"`
+	// Samples is how many recent hold times an EstimateHolds rests on.
+	Samples int `json:"samples,omitempty"`
+}
+
+// KeyInfo is one live key of a per-key limit.
+type KeyInfo struct {
+	Key          string `json:"key"`
+	ActiveSlots  int    `json:"active_slots"`
+	HoldersTotal int    `json:"holders_total"`
+	WaitersTotal int    `json:"waiters_total"`
 }
 
 // LimitInfo is a limit's configuration with its live state.
@@ -56,6 +97,13 @@ type LimitInfo struct {
 	Waiters      []Waiter `json:"waiters"`
 	HoldersTotal int      `json:"holders_total"`
 	WaitersTotal int      `json:"waiters_total"`
+	// Key is set on the info of one key of a per-key limit (get on
+	// "<name>.<key>"): Limit is then the family's configuration.
+	Key string `json:"key,omitempty"`
+	// Keys lists, for a per-key limit, its first live keys (by key);
+	// KeysTotal counts them all.
+	Keys      []KeyInfo `json:"keys,omitempty"`
+	KeysTotal int       `json:"keys_total,omitempty"`
 }
 
 // AcquireRequest asks for Occupy slots on the subject's limit and on Names.
@@ -94,6 +142,10 @@ type AcquireRequest struct {
 	// published to its inbox. A retry with the same WaitID must carry the
 	// same Key.
 	Key string `json:"key,omitempty"`
+	// Priority is 0 (the default, lowest) to MaxPriority: a queued
+	// acquisition of higher priority is granted first; its effective
+	// priority rises with its waiting time (PROTOCOL.md §7.4).
+	Priority int `json:"priority,omitempty"`
 }
 
 // MaxCount is the largest AcquireRequest.Count.
@@ -128,8 +180,11 @@ type AcquireReply struct {
 	// Inactive lists names that are inactive and were not enforced (non-strict).
 	Inactive []string `json:"inactive,omitempty"`
 	// Admitted is, for a request with Count, how many admissions were granted.
-	Admitted int    `json:"admitted,omitempty"`
-	Error    *Error `json:"error,omitempty"`
+	Admitted int `json:"admitted,omitempty"`
+	// Estimate is, when queued, the broker's estimate of the wait (nil
+	// when it has none yet: no hold time seen on the limit).
+	Estimate *WaitEstimate `json:"estimate,omitempty"`
+	Error    *Error        `json:"error,omitempty"`
 }
 
 // Grant is pushed to an AcquireRequest's Notify subject. With Error set the
@@ -195,6 +250,8 @@ type CreateRequest struct {
 	SlotDecayPerSecond float64 `json:"slot_decay_per_second,omitempty"`
 	// Active defaults to true when absent.
 	Active *bool `json:"active,omitempty"`
+	// PerKey creates a family of per-key limits (Limit.PerKey).
+	PerKey bool `json:"per_key,omitempty"`
 }
 
 // UpdateRequest changes the fields that are set; at least one must be.
@@ -202,12 +259,20 @@ type UpdateRequest struct {
 	Limit              *int     `json:"limit,omitempty"`
 	SlotDecayPerSecond *float64 `json:"slot_decay_per_second,omitempty"`
 	Active             *bool    `json:"active,omitempty"`
+	// Revoke, with a lowered Limit, revokes the newest leases (highest
+	// tokens first) until the held slots fit the new limit; without it
+	// they run on and the limit is over-subscribed until they end.
+	Revoke bool `json:"revoke,omitempty"`
+	// By describes who updates, for the revoked events (optional).
+	By string `json:"by,omitempty"`
 }
 
 // LimitReply answers create, get, update and delete.
 type LimitReply struct {
 	Limit *LimitInfo `json:"limit,omitempty"`
-	Error *Error     `json:"error,omitempty"`
+	// Revoked lists, on an update with Revoke, the ids of the leases revoked.
+	Revoked []string `json:"revoked,omitempty"`
+	Error   *Error   `json:"error,omitempty"`
 }
 
 // ListRequest asks for one page of the limits, sorted by name.
@@ -253,6 +318,8 @@ type Event struct {
 	// the revoker's description (RevokeRequest).
 	Reason string `json:"reason,omitempty"`
 	By     string `json:"by,omitempty"`
+	// Key is the key of a per-key limit's event (Limit is the family).
+	Key string `json:"key,omitempty"`
 }
 
 // Names0 is the first name, the limit whose subjects carry the lease's requests.
