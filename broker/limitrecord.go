@@ -106,6 +106,11 @@ func (b *Broker) markDirty(name string) *ackGroup {
 	rec := limitRecord{Limit: ls.cfg, TAT: ls.reservedTAT(now)}
 	g := b.jr.add(journalOp{Key: limitKey(name), Val: mustJSON(rec)})
 	b.sent[name] = &sentLimit{ls: ls, cfg: ls.cfg, tat: rec.TAT, g: g}
+	if ls.isKey() {
+		// A key's record holds its decay state only: no copy for `nats kv`.
+		ls.stored = true
+		return g
+	}
 	b.mirrorLimit(name, ls)
 	return g
 }

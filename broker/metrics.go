@@ -215,8 +215,21 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	b := m.b
 	b.mu.Lock()
 	gs := make([]limitGauges, 0, len(b.st.limits))
+	at := map[string]int{}
 	for name, ls := range b.st.limits {
-		gs = append(gs, limitGauges{name: name, slots: ls.cfg.Limit, held: ls.held, waiters: ls.queue.Len()})
+		if !ls.isKey() {
+			at[name] = len(gs)
+			gs = append(gs, limitGauges{name: name, slots: ls.cfg.Limit, held: ls.held, waiters: ls.queue.Len()})
+		}
+	}
+	// A per-key limit's gauges sum its keys' held slots and waiters.
+	for name, ls := range b.st.limits {
+		if fam, _, keyed := messages.SplitKeyed(name); keyed {
+			if i, ok := at[fam]; ok {
+				gs[i].held += ls.held
+				gs[i].waiters += ls.queue.Len()
+			}
+		}
 	}
 	b.mu.Unlock()
 	sort.Slice(gs, func(i, j int) bool { return gs[i].name < gs[j].name })
@@ -337,7 +350,9 @@ func (m *metrics) observeBatch(fx *effects) {
 	defer m.mu.Unlock()
 	for _, o := range fx.obs {
 		for _, name := range o.names {
-			c := m.counts(name)
+			// A key of a per-key limit counts for its family.
+			family, _, _ := messages.SplitKeyed(name)
+			c := m.counts(family)
 			switch o.kind {
 			case obsGrant:
 				c.grants += uint64(o.n)

@@ -55,6 +55,8 @@ type options struct {
 	// maxWaitersPerInbox and maxWaiters bound the queue (waiters.go).
 	maxWaitersPerInbox int
 	maxWaiters         int
+	// priorityAging is the waiting time per step of effective priority (queue.go).
+	priorityAging time.Duration
 	// interest, when set, tells whether an event subject has subscribers.
 	interest func(subject string) bool
 	// leaderLease is the leader lease's length (leadership.go).
@@ -79,6 +81,7 @@ func defaultOptions() options {
 		ttl:          ttlBounds{def: DefaultLeaseTTL, min: DefaultMinLeaseTTL, max: DefaultMaxLeaseTTL},
 		grantTimeout: DefaultGrantTimeout, reconnectGrace: DefaultReconnectGrace,
 		maxWaitersPerInbox: DefaultMaxWaitersPerInbox, maxWaiters: DefaultMaxWaiters,
+		priorityAging:   DefaultPriorityAging,
 		snapshotEntries: DefaultSnapshotEntries, snapshotInterval: DefaultSnapshotInterval,
 		notifyRoots: []string{DefaultNotifyRoot},
 		log:         slog.New(slog.DiscardHandler),
@@ -200,6 +203,27 @@ func WithMaxWaiters(n int) Option {
 			return configErr("max waiters %d: give at least 1", n)
 		}
 		o.maxWaiters = n
+		return nil
+	}
+}
+
+// Bounds of WithPriorityAging.
+const (
+	MinPriorityAging = 10 * time.Millisecond
+	MaxPriorityAging = 24 * time.Hour
+)
+
+// WithPriorityAging sets how long a queued acquisition waits for its
+// effective priority to rise by one (default DefaultPriorityAging): one of
+// priority p is served before any acquisition queued after it once it has
+// waited (MaxPriority-p) times d, so no stream of higher priorities starves
+// it for longer (PROTOCOL.md §7.4).
+func WithPriorityAging(d time.Duration) Option {
+	return func(o *options) error {
+		if d < MinPriorityAging || d > MaxPriorityAging {
+			return configErr("priority aging %v: give %v to %v", d, MinPriorityAging, MaxPriorityAging)
+		}
+		o.priorityAging = d
 		return nil
 	}
 }

@@ -60,6 +60,7 @@ type waiterRecord struct {
 	Scope     []string  `json:"scope,omitempty"`
 	Key       string    `json:"key,omitempty"`
 	Quota     string    `json:"quota,omitempty"`
+	Priority  int       `json:"priority,omitempty"`
 }
 
 func mustJSON(v any) []byte {
@@ -89,7 +90,7 @@ func (w *waiter) record() []byte {
 	return mustJSON(waiterRecord{
 		ID: w.id, Names: w.names, Occupy: w.occupy, Holder: w.holder, TTLMillis: w.ttl.Milliseconds(),
 		Since: w.since, Notify: w.notify, JSON: w.enc == messages.JSON, Rate: w.rate, Order: w.order,
-		Scope: w.scope, Key: w.key, Quota: w.quota,
+		Scope: w.scope, Key: w.key, Quota: w.quota, Priority: w.priority,
 	})
 }
 
@@ -113,7 +114,7 @@ func (r waiterRecord) waiter() *waiter {
 	return &waiter{
 		id: r.ID, names: r.Names, occupy: r.Occupy, holder: r.Holder, ttl: time.Duration(r.TTLMillis) * time.Millisecond,
 		since: r.Since, notify: r.Notify, enc: encOf(r.JSON), rate: r.Rate, order: r.Order,
-		scope: r.Scope, key: r.Key, quota: r.Quota,
+		scope: r.Scope, key: r.Key, quota: r.Quota, priority: min(max(r.Priority, 0), messages.MaxPriority),
 	}
 }
 

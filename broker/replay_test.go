@@ -260,8 +260,9 @@ func compareStates(rt *rapid.T, live, restored *state) {
 
 func queueIDs(ls *limitState) string {
 	var ids []string
-	for e := ls.queue.Front(); e != nil; e = e.Next() {
-		ids = append(ids, e.Value.(*waiter).id)
-	}
+	ls.queue.inOrder(time.Time{}, 0, func(w *waiter) bool {
+		ids = append(ids, w.id)
+		return true
+	})
 	return fmt.Sprint(ids)
 }

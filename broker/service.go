@@ -137,14 +137,22 @@ func newService(b *Broker) *service {
 	perLimit := func(h func(*request, string) func()) func(*request) func() {
 		return func(r *request) func() { return h(r, messages.LimitFromSubject(r.Subject())) }
 	}
-	add(messages.VerbAcquire, messages.VerbAcquire+".*", perLimit(b.handleAcquire))
+	// The verbs on leases and waits take a limit or one key of a per-key
+	// limit: "<verb>.<name>" or "<verb>.<name>.<key>" (PROTOCOL.md §15).
+	perRef := func(verb string, h func(*request, string) func()) func(*request) func() {
+		return func(r *request) func() { return h(r, strings.TrimPrefix(r.Subject(), base+verb+".")) }
+	}
+	keyed := func(verb string, h func(*request, string) func()) {
+		add(verb, verb+".>", perRef(verb, h))
+	}
+	keyed(messages.VerbAcquire, b.handleAcquire)
 	add(messages.VerbAcquireMany, messages.VerbAcquireMany+".>", b.handleAcquireMany)
-	add(messages.VerbRelease, messages.VerbRelease+".*", perLimit(b.handleRelease))
-	add(messages.VerbRenew, messages.VerbRenew+".*", perLimit(b.handleRenew))
-	add(messages.VerbCancel, messages.VerbCancel+".*", perLimit(b.handleCancel))
-	add(messages.VerbRevoke, messages.VerbRevoke+".*", perLimit(b.handleRevoke))
+	keyed(messages.VerbRelease, b.handleRelease)
+	keyed(messages.VerbRenew, b.handleRenew)
+	keyed(messages.VerbCancel, b.handleCancel)
+	keyed(messages.VerbRevoke, b.handleRevoke)
 	add(messages.VerbCreate, messages.VerbCreate+".*", perLimit(b.handleCreate))
-	add(messages.VerbGet, messages.VerbGet+".*", perLimit(b.handleGet))
+	keyed(messages.VerbGet, b.handleGet)
 	add(messages.VerbUpdate, messages.VerbUpdate+".*", perLimit(b.handleUpdate))
 	add(messages.VerbDelete, messages.VerbDelete+".*", perLimit(b.handleDelete))
 	add(messages.VerbList, messages.VerbList, b.handleList)

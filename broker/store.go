@@ -277,6 +277,7 @@ func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time,
 		ls.bucket.tat = r.TAT
 		st.limits[r.Name] = ls
 	}
+	st.restoreKeys(now, fx)
 	pendingWaits := map[string]bool{}
 	for _, w := range waiters {
 		pendingWaits[w.ID] = true
@@ -292,7 +293,7 @@ func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time,
 			fx.purge(leaseKey(l.id))
 			continue
 		}
-		l.names = existing(st, l.names)
+		l.names = existing(st, now, l.names)
 		if rearm && !(l.waitID != "" && pendingWaits[l.waitID]) && l.expires.Before(now.Add(l.ttl)) {
 			l.expires = now.Add(l.ttl)
 		}
@@ -317,7 +318,7 @@ func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time,
 		}
 		wt := rw.waiter()
 		wt.recovered = true
-		wt.names = existing(st, wt.names)
+		wt.names = existing(st, now, wt.names)
 		if len(wt.names) == 0 {
 			fx.fails = append(fx.fails, failedWait{w: wt, err: messages.Errorf(messages.CodeNotFound, "the limits waited for no longer exist")})
 			fx.purge(waiterKey(wt.id))
@@ -339,10 +340,16 @@ func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time,
 	for _, id := range expired {
 		st.expire(now, id, fx)
 	}
+	names := make([]string, 0, len(st.limits))
 	for n := range st.limits {
+		names = append(names, n)
+	}
+	for _, n := range names {
 		st.dispatch(now, fx, n)
 		fx.wake = append(fx.wake, n)
 	}
+	// Keys left idle (a decay record that outlived its purge) go.
+	st.dropIdle(now, fx, names...)
 	return len(expired)
 }
 
@@ -407,11 +414,12 @@ func checkNotifyRecord(notify, prefix string, optional bool) error {
 	return nil
 }
 
-// existing keeps the names that are limits in st.
-func existing(st *state, names []string) []string {
+// existing keeps the names that are limits in st (a key of a per-key
+// limit is created for its leases and waiters).
+func existing(st *state, now time.Time, names []string) []string {
 	out := names[:0:0]
 	for _, n := range names {
-		if st.limits[n] != nil {
+		if st.ensureKey(now, n) {
 			out = append(out, n)
 		}
 	}

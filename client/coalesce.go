@@ -84,7 +84,8 @@ func queueFor[Q any](qs *map[tryKey]*Q, key tryKey) *Q {
 // tryRate runs one TryRateLimit call, alone or in a batch.
 func (c *Client) tryRate(ctx context.Context, name string, occupy int, opts []AcquireOption) error {
 	o := collect(opts)
-	if err := validate(name, occupy, o); err != nil {
+	name, err := validate(name, occupy, o)
+	if err != nil {
 		return err
 	}
 	key := keyOf(name, occupy, o)

@@ -27,10 +27,11 @@ func (c *Client) TryRateLimit(ctx context.Context, name string, occupy int, opts
 
 func (c *Client) rate(ctx context.Context, name string, occupy int, try bool, opts []AcquireOption) error {
 	o := collect(opts)
-	if err := validate(name, occupy, o); err != nil {
+	name, err := validate(name, occupy, o)
+	if err != nil {
 		return err
 	}
-	req := &messages.AcquireRequest{Occupy: occupy, Holder: o.holder, Strict: o.strict, Try: try, Rate: true}
+	req := &messages.AcquireRequest{Occupy: occupy, Holder: o.holder, Strict: o.strict, Try: try, Rate: true, Priority: o.priority}
 	_, reply, err := c.request(ctx, name, req, o)
 	if err != nil {
 		return err

@@ -46,3 +46,44 @@ func describeRune(r rune) string {
 		return fmt.Sprintf("the character %q", r)
 	}
 }
+
+// MaxKeyedNameLen is the longest limit reference with a key,
+// "<name>.<key>": a name and a key of up to MaxNameLen bytes each.
+const MaxKeyedNameLen = 2*MaxNameLen + 1
+
+// KeyedName is the reference to key's limit in the per-key family name:
+// "<name>.<key>", the subject tokens of its requests.
+func KeyedName(name, key string) string { return name + "." + key }
+
+// SplitKeyed splits a limit reference "<name>.<key>" into the family's name
+// and the key; keyed is false for a plain name.
+func SplitKeyed(ref string) (name, key string, keyed bool) {
+	for i := 0; i < len(ref); i++ {
+		if ref[i] == '.' {
+			return ref[:i], ref[i+1:], true
+		}
+	}
+	return ref, "", false
+}
+
+// ValidateKey checks the key of a per-key limit: like a name, 1 to
+// MaxNameLen letters, digits, '-', '_' or '='.
+func ValidateKey(key string) *Error {
+	if e := ValidateName(key); e != nil {
+		return Errorf(CodeInvalidName, "limit key %q is not valid: give 1 to %d letters, digits, '-', '_' or '=' (%s)", key, MaxNameLen, e.Message)
+	}
+	return nil
+}
+
+// ValidateRef checks a limit reference: a name, or "<name>.<key>" for one
+// key of a per-key limit.
+func ValidateRef(ref string) *Error {
+	name, key, keyed := SplitKeyed(ref)
+	if e := ValidateName(name); e != nil {
+		return e
+	}
+	if keyed {
+		return ValidateKey(key)
+	}
+	return nil
+}

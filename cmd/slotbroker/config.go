@@ -36,6 +36,7 @@ const (
 	flagLeaderLease  = "leader-lease"
 	flagMaxWaitersPI = "max-waiters-per-inbox"
 	flagMaxWaiters   = "max-waiters"
+	flagAging        = "priority-aging"
 	flagInboxPrefix  = "inbox-prefix"
 	flagLogLevel     = "log-level"
 	flagHTTP         = "http"
@@ -91,7 +92,10 @@ type Config struct {
 	// one client inbox and of the whole broker.
 	MaxWaitersPerInbox int
 	MaxWaiters         int
-	LogLevel           string
+	// PriorityAging is the waiting time that raises a queued acquisition's
+	// effective priority by one.
+	PriorityAging time.Duration
+	LogLevel      string
 	// EventRetention keeps the events in a stream for so long (0: off).
 	EventRetention time.Duration
 
@@ -117,6 +121,7 @@ func defaultConfig() Config {
 		LeaderLease:        broker.DefaultLeaderLease,
 		MaxWaitersPerInbox: broker.DefaultMaxWaitersPerInbox,
 		MaxWaiters:         broker.DefaultMaxWaiters,
+		PriorityAging:      broker.DefaultPriorityAging,
 		LogLevel:           "info",
 	}
 }
@@ -246,6 +251,9 @@ func (c *Config) brokerOptions(log *slog.Logger) ([]broker.Option, error) {
 	if c.MaxWaiters < 1 {
 		return nil, configErr("--max-waiters %d: give 1 or more", c.MaxWaiters)
 	}
+	if c.PriorityAging < broker.MinPriorityAging || c.PriorityAging > broker.MaxPriorityAging {
+		return nil, configErr("--priority-aging %v: give %v to %v", c.PriorityAging, broker.MinPriorityAging, broker.MaxPriorityAging)
+	}
 	if c.EventRetention != 0 && (c.EventRetention < broker.MinEventRetention || c.EventRetention > broker.MaxEventRetention) {
 		return nil, configErr("--event-retention %v: give 0 (off) or 1s to 720h (30 days)", c.EventRetention)
 	}
@@ -258,6 +266,7 @@ func (c *Config) brokerOptions(log *slog.Logger) ([]broker.Option, error) {
 		broker.WithLeaderLease(c.LeaderLease),
 		broker.WithMaxWaitersPerInbox(c.MaxWaitersPerInbox),
 		broker.WithMaxWaiters(c.MaxWaiters),
+		broker.WithPriorityAging(c.PriorityAging),
 		broker.WithEventRetention(c.EventRetention),
 		broker.WithLogger(log),
 	}, nil

@@ -1,0 +1,222 @@
+package broker
+
+import (
+	"sort"
+	"time"
+
+	"github.com/slotbroker/slotbroker/messages"
+)
+
+// Per-key limits (PROTOCOL.md §15). A limit created with per_key is a
+// family: it is never acquired itself; each key gets a limit of its own,
+// with the family's configuration, named "<family>.<key>" in the state (a
+// name no plain limit can have: names have no dots), so that queues,
+// leases, dispatch and expiry treat it as any limit. A key's limit is
+// created by the first acquisition that names it and dropped as soon as it
+// is idle: no holder, no waiter, its decay bucket drained. Its config is
+// never stored: only a rate key's decay state is journaled while it is not
+// drained (the record is purged when the key is dropped; one that outlives
+// a crash is found drained, or is the reserve of §12, and is dropped at
+// start), and its leases and waiters are stored as any others, under its
+// reference.
+
+// isKey tells whether ls is the limit of one key of a per-key family.
+func (ls *limitState) isKey() bool { return ls.family != nil }
+
+// resolve finds the limit of a reference for an acquisition: a plain name,
+// or a key of a family (created when missing; dropIdle drops it again if
+// the acquisition leaves it idle). It returns nil when the limit, or the
+// key's family, does not exist; an error when a key names a limit that is
+// not a family, or a family is named without a key.
+func (s *state) resolve(now time.Time, ref string) (*limitState, *messages.Error) {
+	name, key, keyed := messages.SplitKeyed(ref)
+	if !keyed {
+		ls := s.limits[ref]
+		if ls != nil && ls.cfg.PerKey {
+			return nil, messages.Errorf(messages.CodeInvalidArgument, "limit %q is per-key: acquire one of its keys (client.WithKey, slotctl run %s --key KEY, subject ….%s.<key>)", ref, ref, ref)
+		}
+		return ls, nil
+	}
+	if ls := s.limits[ref]; ls != nil {
+		return ls, nil
+	}
+	fam := s.limits[name]
+	if fam == nil {
+		return nil, nil
+	}
+	if !fam.cfg.PerKey {
+		return nil, messages.Errorf(messages.CodeInvalidArgument, "limit %q is not per-key: acquire it without a key, or create a per-key limit (slotctl create NAME --limit N --per-key)", name)
+	}
+	return s.addKey(now, fam, key), nil
+}
+
+// addKey creates key's limit in family fam.
+func (s *state) addKey(now time.Time, fam *limitState, key string) *limitState {
+	cfg := fam.cfg
+	cfg.Name = messages.KeyedName(fam.cfg.Name, key)
+	ls := newLimitState(cfg)
+	ls.family = fam
+	if fam.keys == nil {
+		fam.keys = map[string]*limitState{}
+	}
+	fam.keys[key] = ls
+	s.limits[cfg.Name] = ls
+	return ls
+}
+
+// idle tells whether a key's limit keeps nothing that a new one would not.
+func (ls *limitState) idle(now time.Time) bool {
+	return ls.held == 0 && len(ls.leases) == 0 && ls.queue.Len() == 0 && ls.bucket.occupied(now, ls.cfg.SlotDecayPerSecond) == 0
+}
+
+// dropIdle drops the idle key limits among names; for a rate key whose
+// bucket is still draining it asks for a wake-up when it has drained
+// (wakeAt), when it is dropped.
+func (s *state) dropIdle(now time.Time, fx *effects, names ...string) {
+	for _, n := range names {
+		ls := s.limits[n]
+		if ls == nil || !ls.isKey() {
+			continue
+		}
+		if !ls.idle(now) {
+			if ls.cfg.SlotDecayPerSecond > 0 {
+				fx.wake = append(fx.wake, n)
+			}
+			continue
+		}
+		s.dropKey(ls, fx)
+	}
+}
+
+// dropKey forgets key limit ls; a rate key's journaled decay state goes too.
+func (s *state) dropKey(ls *limitState, fx *effects) {
+	name := ls.cfg.Name
+	delete(s.limits, name)
+	_, key, _ := messages.SplitKeyed(name)
+	if ls.family.keys[key] == ls {
+		delete(ls.family.keys, key)
+	}
+	if ls.stored {
+		fx.purge(limitKey(name))
+	}
+	fx.wake = append(fx.wake, name)
+}
+
+// drainedAt is, for a key limit with nothing but a draining bucket, when
+// the bucket is empty: it is dropped then (zero otherwise).
+func (ls *limitState) drainedAt(now time.Time) time.Time {
+	if !ls.isKey() || ls.held != 0 || ls.queue.Len() != 0 || ls.cfg.SlotDecayPerSecond <= 0 || !ls.bucket.tat.After(now) {
+		return time.Time{}
+	}
+	return ls.bucket.tat
+}
+
+// updateKeys applies a family's new configuration to its live keys and
+// lets their queues move; it returns their names.
+func (s *state) updateKeys(now time.Time, fam *limitState, fx *effects) []string {
+	names := make([]string, 0, len(fam.keys))
+	for _, ls := range fam.keys {
+		ls.bucket.rescale(now, ls.cfg.SlotDecayPerSecond, fam.cfg.SlotDecayPerSecond)
+		name := ls.cfg.Name
+		ls.cfg = fam.cfg
+		ls.cfg.Name = name
+		names = append(names, name)
+		if fam.cfg.SlotDecayPerSecond > 0 {
+			fx.dirty = append(fx.dirty, name)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ls := s.limits[n]
+		if ls == nil {
+			continue
+		}
+		if !ls.cfg.Active {
+			s.unenforce(now, ls, fx)
+		}
+		s.failTooLarge(now, ls, fx)
+		s.dispatch(now, fx, n)
+	}
+	return names
+}
+
+// removeKeys deletes a family's live keys with it: their waiters fail,
+// their leases are voided.
+func (s *state) removeKeys(now time.Time, fam *limitState, fx *effects) {
+	keys := make([]*limitState, 0, len(fam.keys))
+	for _, ls := range fam.keys {
+		keys = append(keys, ls)
+	}
+	for _, ls := range keys {
+		s.removeLimit(now, ls, fx)
+		if ls.stored {
+			fx.purge(limitKey(ls.cfg.Name))
+		}
+	}
+	fam.keys = nil
+}
+
+// keyInfos lists a family's live keys, sorted, up to max.
+func (s *state) keyInfos(now time.Time, fam *limitState, max int) ([]messages.KeyInfo, int) {
+	keys := make([]string, 0, len(fam.keys))
+	for k := range fam.keys {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if len(keys) > max {
+		keys = keys[:max]
+	}
+	out := make([]messages.KeyInfo, 0, len(keys))
+	for _, k := range keys {
+		ls := fam.keys[k]
+		out = append(out, messages.KeyInfo{Key: k, ActiveSlots: ls.activeSlots(now), HoldersTotal: len(ls.leases), WaitersTotal: ls.queue.Len()})
+	}
+	return out, len(fam.keys)
+}
+
+// restoreKeys attaches the key limits rebuilt at start to their families:
+// a key whose family is gone or no longer per-key is dropped, and so is
+// one left idle (a decay record that outlived its purge).
+func (s *state) restoreKeys(now time.Time, fx *effects) {
+	for name, ls := range s.limits {
+		fam, key, keyed := messages.SplitKeyed(name)
+		if !keyed {
+			continue
+		}
+		f := s.limits[fam]
+		if f == nil || !f.cfg.PerKey {
+			delete(s.limits, name)
+			fx.purge(limitKey(name))
+			continue
+		}
+		tat := ls.bucket.tat
+		ls.cfg = f.cfg
+		ls.cfg.Name = name
+		ls.family = f
+		ls.stored = true
+		ls.bucket.tat = tat
+		if f.keys == nil {
+			f.keys = map[string]*limitState{}
+		}
+		f.keys[key] = ls
+	}
+}
+
+// ensureKey makes sure the limit of reference ref exists at start when it
+// is a key of an existing family (its leases and waiters are stored, its
+// limit is not); it reports whether the reference names a limit.
+func (s *state) ensureKey(now time.Time, ref string) bool {
+	if s.limits[ref] != nil {
+		return true
+	}
+	name, key, keyed := messages.SplitKeyed(ref)
+	if !keyed {
+		return false
+	}
+	fam := s.limits[name]
+	if fam == nil || !fam.cfg.PerKey {
+		return false
+	}
+	s.addKey(now, fam, key)
+	return true
+}
