@@ -55,6 +55,8 @@ type options struct {
 	// maxWaitersPerInbox and maxWaiters bound the queue (waiters.go).
 	maxWaitersPerInbox int
 	maxWaiters         int
+	// maxLiveKeys bounds the live keys of per-key limits (perkey.go).
+	maxLiveKeys int
 	// priorityAging is the waiting time per step of effective priority (queue.go).
 	priorityAging time.Duration
 	// interest, when set, tells whether an event subject has subscribers.
@@ -82,6 +84,7 @@ func defaultOptions() options {
 		grantTimeout: DefaultGrantTimeout, reconnectGrace: DefaultReconnectGrace,
 		maxWaitersPerInbox: DefaultMaxWaitersPerInbox, maxWaiters: DefaultMaxWaiters,
 		priorityAging:   DefaultPriorityAging,
+		maxLiveKeys:     DefaultMaxLiveKeys,
 		snapshotEntries: DefaultSnapshotEntries, snapshotInterval: DefaultSnapshotInterval,
 		notifyRoots: []string{DefaultNotifyRoot},
 		log:         slog.New(slog.DiscardHandler),
@@ -203,6 +206,23 @@ func WithMaxWaiters(n int) Option {
 			return configErr("max waiters %d: give at least 1", n)
 		}
 		o.maxWaiters = n
+		return nil
+	}
+}
+
+// DefaultMaxLiveKeys bounds the live keys of all per-key limits together
+// (a live key costs a few hundred bytes: BENCHMARKS.md).
+const DefaultMaxLiveKeys = 1_000_000
+
+// WithMaxLiveKeys bounds how many keys of per-key limits may be live at
+// once, all families together (default DefaultMaxLiveKeys): the first use
+// of one more key is refused with too_many_waiters until some are idle.
+func WithMaxLiveKeys(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return configErr("max live keys %d: give at least 1", n)
+		}
+		o.maxLiveKeys = n
 		return nil
 	}
 }

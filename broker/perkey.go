@@ -47,6 +47,9 @@ func (s *state) resolve(now time.Time, ref string) (*limitState, *messages.Error
 	if !fam.cfg.PerKey {
 		return nil, messages.Errorf(messages.CodeInvalidArgument, "limit %q is not per-key: acquire it without a key, or create a per-key limit (slotctl create NAME --limit N --per-key)", name)
 	}
+	if s.maxKeys > 0 && s.liveKeys >= s.maxKeys {
+		return nil, messages.Errorf(messages.CodeTooManyWaiters, "the broker has %d live keys of per-key limits, its maximum: retry when some are idle, or raise --max-live-keys", s.liveKeys)
+	}
 	return s.addKey(now, fam, key), nil
 }
 
@@ -61,6 +64,7 @@ func (s *state) addKey(now time.Time, fam *limitState, key string) *limitState {
 	}
 	fam.keys[key] = ls
 	s.limits[cfg.Name] = ls
+	s.liveKeys++
 	return ls
 }
 
@@ -91,7 +95,11 @@ func (s *state) dropIdle(now time.Time, fx *effects, names ...string) {
 // dropKey forgets key limit ls; a rate key's journaled decay state goes too.
 func (s *state) dropKey(ls *limitState, fx *effects) {
 	name := ls.cfg.Name
+	if s.limits[name] != ls {
+		return
+	}
 	delete(s.limits, name)
+	s.liveKeys--
 	_, key, _ := messages.SplitKeyed(name)
 	if ls.family.keys[key] == ls {
 		delete(ls.family.keys, key)
@@ -148,6 +156,10 @@ func (s *state) removeKeys(now time.Time, fam *limitState, fx *effects) {
 		keys = append(keys, ls)
 	}
 	for _, ls := range keys {
+		if s.limits[ls.cfg.Name] != ls {
+			continue // dropped idle while another key was removed
+		}
+		s.liveKeys--
 		s.removeLimit(now, ls, fx)
 		if ls.stored {
 			fx.purge(limitKey(ls.cfg.Name))
@@ -199,6 +211,7 @@ func (s *state) restoreKeys(now time.Time, fx *effects) {
 			f.keys = map[string]*limitState{}
 		}
 		f.keys[key] = ls
+		s.liveKeys++
 	}
 }
 

@@ -162,3 +162,22 @@ func TestFamilyInfoListsLiveKeys(t *testing.T) {
 		t.Fatalf("list shows %d limits, want the family only", len(infos))
 	}
 }
+
+func TestTheFirstUseOfAKeyBeyondTheLiveKeyBoundIsRefused(t *testing.T) {
+	st, now := fakeState(t)
+	st.maxKeys = 2
+	mustCreatePerKey(t, st, *now, "tenant", 1, 0)
+	acquireOK(t, st, *now, "tenant.a", messages.AcquireRequest{Occupy: 1})
+	b := acquireOK(t, st, *now, "tenant.b", messages.AcquireRequest{Occupy: 1})
+	r := st.acquire(*now, "tenant.c", &messages.AcquireRequest{Occupy: 1}, messages.JSON, &effects{})
+	if r.reply.Error == nil || r.reply.Error.Code != messages.CodeTooManyWaiters {
+		t.Fatalf("third key: %+v, want too_many_waiters", r.reply)
+	}
+	st.release(*now, b.lease.id, &effects{})
+	if r := acquireOK(t, st, *now, "tenant.c", messages.AcquireRequest{Occupy: 1}); r.lease == nil {
+		t.Fatalf("third key after one went idle: %+v", r.reply)
+	}
+	if st.liveKeys != 2 {
+		t.Fatalf("live keys counted %d, want 2", st.liveKeys)
+	}
+}

@@ -40,6 +40,7 @@ func (sim *replaySim) record(fx *effects) {
 	for _, n := range dedupe(fx.dirty) {
 		if ls := sim.st.limits[n]; ls != nil {
 			ops = append(ops, journalOp{Key: limitKey(n), Val: ls.record()})
+			ls.stored = ls.isKey() // as markDirty does
 		}
 	}
 	for _, g := range fx.grants {
@@ -56,7 +57,8 @@ func (sim *replaySim) step(fn func(fx *effects)) {
 
 var replayStats struct{ runs, leases, waiters int }
 
-var replayNames = []string{"a", "b", "c"}
+// replayNames: three limits, and two keys of "k", created per-key.
+var replayNames = []string{"a", "b", "c", "k", "k.x", "k.y"}
 
 func (sim *replaySim) leaseIDs() []string {
 	ids := make([]string, 0, len(sim.st.leases))
@@ -120,7 +122,7 @@ func TestReplayFromAnySnapshotReachesTheLiveState(t *testing.T) {
 				decay := rapid.SampledFrom([]float64{0, 0, 0.5, 2}).Draw(rt, "decay")
 				limit := rapid.IntRange(1, 4).Draw(rt, "limit")
 				sim.step(func(fx *effects) {
-					sim.st.create(sim.now, name, &messages.CreateRequest{Limit: limit, SlotDecayPerSecond: decay}, fx)
+					sim.st.create(sim.now, name, &messages.CreateRequest{Limit: limit, SlotDecayPerSecond: decay, PerKey: name == "k"}, fx)
 				})
 			case 1, 2, 3, 10, 11:
 				others := rapid.SliceOfNDistinct(rapid.SampledFrom(replayNames), 0, 1, rapid.ID[string]).Draw(rt, "others")
@@ -132,6 +134,7 @@ func TestReplayFromAnySnapshotReachesTheLiveState(t *testing.T) {
 					Try: rapid.IntRange(0, 3).Draw(rt, "try") == 0, Rate: rate,
 					TTLMillis: int64(rapid.IntRange(1, 20).Draw(rt, "ttl_s")) * 1000}
 				if !req.Try {
+					req.Priority = rapid.IntRange(0, 2).Draw(rt, "priority")
 					req.Notify = "_INBOX.sim." + fmt.Sprint(n)
 					req.WaitID = fmt.Sprintf("w%d", len(sim.log))
 				}
@@ -223,6 +226,9 @@ func sameRecords(a, b map[string][]byte) bool {
 func compareStates(rt *rapid.T, live, restored *state) {
 	if restored.lastToken != live.lastToken {
 		rt.Fatalf("fencing token counter restored at %d, live %d", restored.lastToken, live.lastToken)
+	}
+	if restored.liveKeys != live.liveKeys {
+		rt.Fatalf("%d live keys restored, %d live", restored.liveKeys, live.liveKeys)
 	}
 	if len(restored.limits) != len(live.limits) {
 		rt.Fatalf("%d limits restored, %d live", len(restored.limits), len(live.limits))

@@ -110,6 +110,7 @@ func bindFlags(fs *pflag.FlagSet, cfg *Config) {
 	fs.DurationVar(&cfg.LeaderLease, flagLeaderLease, d.LeaderLease, "with several brokers on one bucket: how long after the leader's last renewal of its lease a standby takes over (500ms to 1m; the same on every broker)")
 	fs.DurationVar(&cfg.GrantTimeout, flagGrantTimeout, d.GrantTimeout, "how long a grant pushed to a queued waiter waits for its acceptance before the slots go to the next waiter (10ms to 1m)")
 	fs.IntVar(&cfg.MaxWaitersPerInbox, flagMaxWaitersPI, d.MaxWaitersPerInbox, "most acquisitions one client inbox (one Go Client) may have queued at once; more are refused with too_many_waiters (1 or more)")
+	fs.IntVar(&cfg.MaxLiveKeys, flagMaxLiveKeys, d.MaxLiveKeys, "most keys of per-key limits live at once (holding or waiting), all limits together; the first use of one more is refused with too_many_waiters (1 or more)")
 	fs.DurationVar(&cfg.PriorityAging, flagAging, d.PriorityAging, "waiting time that raises a queued acquisition's effective priority by one, so that higher priorities cannot starve it (10ms to 24h)")
 	fs.IntVar(&cfg.MaxWaiters, flagMaxWaiters, d.MaxWaiters, "most acquisitions queued in the whole broker, about 1 KB of memory each; more are refused with too_many_waiters (1 or more)")
 	fs.DurationVar(&cfg.EventRetention, flagEventRetention, d.EventRetention, "keep the events for this long in the JetStream stream SLOTBROKER_EVENTS_<bucket>, for slotctl watch --since to replay them (1s to 720h; 0, the default: keep none)")

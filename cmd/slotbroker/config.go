@@ -37,6 +37,7 @@ const (
 	flagMaxWaitersPI = "max-waiters-per-inbox"
 	flagMaxWaiters   = "max-waiters"
 	flagAging        = "priority-aging"
+	flagMaxLiveKeys  = "max-live-keys"
 	flagInboxPrefix  = "inbox-prefix"
 	flagLogLevel     = "log-level"
 	flagHTTP         = "http"
@@ -95,7 +96,9 @@ type Config struct {
 	// PriorityAging is the waiting time that raises a queued acquisition's
 	// effective priority by one.
 	PriorityAging time.Duration
-	LogLevel      string
+	// MaxLiveKeys bounds the live keys of per-key limits.
+	MaxLiveKeys int
+	LogLevel    string
 	// EventRetention keeps the events in a stream for so long (0: off).
 	EventRetention time.Duration
 
@@ -122,6 +125,7 @@ func defaultConfig() Config {
 		MaxWaitersPerInbox: broker.DefaultMaxWaitersPerInbox,
 		MaxWaiters:         broker.DefaultMaxWaiters,
 		PriorityAging:      broker.DefaultPriorityAging,
+		MaxLiveKeys:        broker.DefaultMaxLiveKeys,
 		LogLevel:           "info",
 	}
 }
@@ -251,6 +255,9 @@ func (c *Config) brokerOptions(log *slog.Logger) ([]broker.Option, error) {
 	if c.MaxWaiters < 1 {
 		return nil, configErr("--max-waiters %d: give 1 or more", c.MaxWaiters)
 	}
+	if c.MaxLiveKeys < 1 {
+		return nil, configErr("--max-live-keys %d: give 1 or more", c.MaxLiveKeys)
+	}
 	if c.PriorityAging < broker.MinPriorityAging || c.PriorityAging > broker.MaxPriorityAging {
 		return nil, configErr("--priority-aging %v: give %v to %v", c.PriorityAging, broker.MinPriorityAging, broker.MaxPriorityAging)
 	}
@@ -267,6 +274,7 @@ func (c *Config) brokerOptions(log *slog.Logger) ([]broker.Option, error) {
 		broker.WithMaxWaitersPerInbox(c.MaxWaitersPerInbox),
 		broker.WithMaxWaiters(c.MaxWaiters),
 		broker.WithPriorityAging(c.PriorityAging),
+		broker.WithMaxLiveKeys(c.MaxLiveKeys),
 		broker.WithEventRetention(c.EventRetention),
 		broker.WithLogger(log),
 	}, nil
