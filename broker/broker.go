@@ -120,6 +120,8 @@ func New(nc *nats.Conn, opts ...Option) (*Broker, error) {
 	// Lease and wait ids are 128 random bits: nobody can guess another's.
 	st := newState(o.ttl, rand.Text)
 	st.maxPerInbox, st.maxWaiters = o.maxWaitersPerInbox, o.maxWaiters
+	st.aging = o.priorityAging
+	st.maxKeys = o.maxLiveKeys
 	st.acceptSlack = o.grantTimeout + acceptMargin
 	b := &Broker{
 		nc: nc, opts: o, subj: messages.NewSubjects(o.prefix), log: o.log, now: time.Now,
@@ -511,9 +513,9 @@ type batch struct {
 }
 
 // settled tells whether the batch has nothing left to wait for or push:
-// every append stored, no grant or failure to send.
+// every append stored, no grant, failure or revoked notice to send.
 func (bt *batch) settled() bool {
-	if len(bt.fx.grants) > 0 || len(bt.fx.fails) > 0 {
+	if len(bt.fx.grants) > 0 || len(bt.fx.fails) > 0 || len(bt.fx.notices) > 0 {
 		return false
 	}
 	for _, g := range bt.groups {
@@ -534,7 +536,9 @@ func (b *Broker) applyLocked(fx *effects) *batch {
 			ops[i] = journalOp{Key: op.key, Val: op.val}
 			if kind, name := keyKind(op.key); kind == limitKeyPrefix && op.val == nil {
 				delete(b.sent, name)
-				b.mirrorDelete(name)
+				if _, _, keyed := messages.SplitKeyed(name); !keyed {
+					b.mirrorDelete(name) // keys have no copy
+				}
 			}
 		}
 		bt.groups = append(bt.groups, b.jr.add(ops...))
@@ -579,8 +583,8 @@ func (b *Broker) setWaker(now time.Time, name string) {
 	b.wakers[name] = time.AfterFunc(d, func() { b.onWake(name) })
 }
 
-// settle waits for the batch's appends, then pushes grants and failures.
-// It returns the append errors.
+// settle waits for the batch's appends, then pushes grants, failures and
+// revoked notices. It returns the append errors.
 func (b *Broker) settle(bt *batch) error {
 	var err error
 	for _, g := range bt.groups {
@@ -601,6 +605,9 @@ func (b *Broker) settle(bt *batch) error {
 	for _, f := range bt.fx.fails {
 		b.pushFailure(f)
 	}
+	for _, n := range bt.fx.notices {
+		b.pushNotice(n)
+	}
 	return nil
 }
 
@@ -609,6 +616,8 @@ func (b *Broker) settle(bt *batch) error {
 func (b *Broker) announce(bt *batch) {
 	b.met.observeBatch(bt.fx)
 	for _, ev := range bt.fx.events {
+		// A key's events go to its family's subjects, naming the key.
+		ev.Limit, ev.Key, _ = messages.SplitKeyed(ev.Limit)
 		subject := b.subj.Event(ev.Limit, ev.Kind)
 		// With retention the stream captures every event: publish them all.
 		if b.opts.interest != nil && b.opts.eventRetention == 0 && !b.opts.interest(subject) {
@@ -785,5 +794,18 @@ func (b *Broker) pushFailure(f failedWait) {
 	data, err := messages.Marshal(f.w.enc, messages.Grant{WaitID: f.w.id, Key: f.w.key, Error: f.err})
 	if err == nil {
 		_ = b.nc.Publish(f.w.notify, data)
+	}
+}
+
+// pushNotice tells a revoked lease's holder that its lease is gone, on the
+// notify subject its acquisition gave (checked then, and again here); it
+// needs no answer: a holder that misses it learns at its next renewal.
+func (b *Broker) pushNotice(n revokeNotice) {
+	if messages.CheckPushSubject(n.notify, b.opts.prefix) != nil {
+		return
+	}
+	data, err := messages.Marshal(n.enc, n.msg)
+	if err == nil {
+		_ = b.nc.Publish(n.notify, data)
 	}
 }

@@ -143,8 +143,12 @@ func (b *Broker) handleAcquire(req *request, name string) func() {
 	if !ok {
 		return nil
 	}
-	for _, n := range append([]string{name}, r.Names...) {
-		if e := messages.ValidateName(n); e != nil {
+	if e := messages.ValidateRef(name); e != nil {
+		respond(req, enc, messages.AcquireReply{Error: e}, e)
+		return nil
+	}
+	for _, n := range r.Names {
+		if e := messages.ValidateRef(n); e != nil {
 			respond(req, enc, messages.AcquireReply{Error: e}, e)
 			return nil
 		}
@@ -191,24 +195,21 @@ func (b *Broker) handleAcquireMany(req *request) func() {
 	return b.acquireOn(req, enc, tokens[0], &r)
 }
 
-// checkNotify checks a queued acquisition's notify subject and grant key.
+// checkNotify checks an acquisition's notify subject and grant key. A
+// queued acquisition's Grant goes to notify; a try never queues, but may
+// give notify (with its key, which is then required) for the RevokedNotice
+// of its lease. Either way notify must be in the requester's own inbox.
 func (b *Broker) checkNotify(req *request, r *messages.AcquireRequest) *messages.Error {
 	if r.Key != "" {
 		if e := messages.CheckKey(r.Key); e != nil {
 			return e
 		}
 	}
-	if r.Try {
-		if r.Notify != "" {
-			return messages.Errorf(messages.CodeBadRequest, "notify is set on a try: a try is never queued, leave notify out")
-		}
-		if r.Key != "" {
-			return messages.CheckKey(r.Key)
-		}
-		return nil
-	}
 	if r.Notify == "" {
-		return nil // answered as a try: it never queues
+		return nil // a try, or answered as one: it never queues
+	}
+	if r.Try && r.Key == "" {
+		return messages.Errorf(messages.CodeBadRequest, "notify is set on a try without key: a try's notify receives only the revoked notice of its lease, which carries the key; send a key, or leave notify out")
 	}
 	if e := messages.CheckNotify(r.Notify, req.Reply(), b.opts.prefix); e != nil {
 		return e
@@ -219,9 +220,6 @@ func (b *Broker) checkNotify(req *request, r *messages.AcquireRequest) *messages
 	if !underRoot(r.Notify, b.opts.notifyRoots) {
 		return messages.Errorf(messages.CodeBadRequest, "notify %q is not under an inbox root the broker pushes grants to (%s): connect with the default inbox prefix or a custom one under it (nats.CustomInboxPrefix(\"_INBOX.<user>\"))",
 			r.Notify, strings.Join(b.opts.notifyRoots, ", "))
-	}
-	if r.Key != "" {
-		return messages.CheckKey(r.Key)
 	}
 	return nil
 }
@@ -340,10 +338,16 @@ func (b *Broker) handleCreate(req *request, name string) func() {
 	return b.limitVerb(req, enc, func(now time.Time, fx *effects) messages.LimitReply { return b.st.create(now, name, &r, fx) })
 }
 
+// handleUpdate changes a limit; with revoke, a lowered limit revokes the
+// newest leases over it (revokeNewest), whose revoked events carry by.
 func (b *Broker) handleUpdate(req *request, name string) func() {
 	var r messages.UpdateRequest
 	enc, ok := decode(req, &r)
 	if !ok {
+		return nil
+	}
+	if e := messages.CheckText("by", r.By, messages.MaxHolderLen); e != nil {
+		respond(req, enc, messages.LimitReply{Error: e}, e)
 		return nil
 	}
 	return b.limitVerb(req, enc, func(now time.Time, fx *effects) messages.LimitReply { return b.st.update(now, name, &r, fx) })
@@ -417,12 +421,13 @@ func (b *Broker) payloadBudget() int {
 
 // fitInfo lists fewer holders and waiters until the info encodes within budget.
 func fitInfo(enc messages.Encoding, info *messages.LimitInfo, budget int) {
-	for len(info.Holders)+len(info.Waiters) > 0 {
+	for len(info.Holders)+len(info.Waiters)+len(info.Keys) > 0 {
 		data, err := messages.Marshal(enc, info)
 		if err != nil || len(data) <= budget {
 			return
 		}
 		info.Holders = info.Holders[:len(info.Holders)/2]
 		info.Waiters = info.Waiters[:len(info.Waiters)/2]
+		info.Keys = info.Keys[:len(info.Keys)/2]
 	}
 }

@@ -107,6 +107,8 @@ func (s *state) dropKey(ls *limitState, fx *effects) {
 	if ls.stored {
 		fx.purge(limitKey(name))
 	}
+	// Its timer stops (the purge makes the Broker forget the record it
+	// sent; a key never stored has none).
 	fx.wake = append(fx.wake, name)
 }
 

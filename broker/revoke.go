@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"fmt"
+	"sort"
 	"time"
 
 	"github.com/slotbroker/slotbroker/messages"
@@ -45,9 +47,7 @@ func checkRevoke(r *messages.RevokeRequest) *messages.Error {
 	return messages.CheckText("by", r.By, messages.MaxHolderLen)
 }
 
-// revokeOn revokes lease r.LeaseID through the subject of limit name: it is
-// dropped like a release, with revoked events carrying the reason, and its
-// id is remembered so that its holder's next renewal learns why.
+// revokeOn revokes lease r.LeaseID through the subject of limit name.
 func (s *state) revokeOn(now time.Time, name string, r *messages.RevokeRequest, fx *effects) messages.RevokeReply {
 	l := s.leases[r.LeaseID]
 	if l == nil {
@@ -56,15 +56,71 @@ func (s *state) revokeOn(now time.Time, name string, r *messages.RevokeRequest, 
 	if !inScope(l.leaseScope(), name) {
 		return messages.RevokeReply{Error: outOfScope("lease", r.LeaseID, name, l.leaseScope())}
 	}
+	s.revokeLease(now, l, r.Reason, r.By, fx)
+	return messages.RevokeReply{Revoked: true}
+}
+
+// revokeLease drops lease l like a release, with revoked events carrying
+// reason and by; its id is remembered so that its holder's next renewal
+// learns why, and a RevokedNotice is pushed to its holder (once the change
+// is persisted) so that it stops at once.
+func (s *state) revokeLease(now time.Time, l *lease, reason, by string, fx *effects) {
 	from := len(fx.events)
 	s.dropLease(now, l, messages.EventRevoked, fx)
 	for i := from; i < len(fx.events); i++ {
 		if fx.events[i].Kind == messages.EventRevoked && fx.events[i].LeaseID == l.id {
-			fx.events[i].Reason, fx.events[i].By = r.Reason, r.By
+			fx.events[i].Reason, fx.events[i].By = reason, by
 		}
 	}
 	s.revoked.remember(now, l.id, 1)
-	return messages.RevokeReply{Revoked: true}
+	if l.notify != "" {
+		fx.notices = append(fx.notices, revokeNotice{notify: l.notify, enc: l.enc,
+			msg: messages.RevokedNotice{Revoked: l.id, Key: l.key, Reason: reason, By: by}})
+	}
+}
+
+// revokeNotice is a RevokedNotice to push to a revoked lease's notify
+// subject, in the encoding of its acquisition.
+type revokeNotice struct {
+	notify string
+	enc    messages.Encoding
+	msg    messages.RevokedNotice
+}
+
+// revokeExcess is update's revocation: with req.Revoke, the leases over
+// ls's new limit are revoked (revokeNewest) on behalf of req.By.
+func (s *state) revokeExcess(now time.Time, ls *limitState, req *messages.UpdateRequest, fx *effects) []string {
+	if !req.Revoke {
+		return nil
+	}
+	return s.revokeNewest(now, ls, req.By, fx)
+}
+
+// revokeNewest revokes ls's newest leases (the highest tokens first) until
+// the slots they hold fit its limit, for an update with revoke that lowered
+// it, and returns their ids in that order. Undecayed rate slots are not
+// leases: they drain by themselves and are left alone. While held exceeds
+// the limit no queued acquisition fits it, so nothing is granted on ls
+// before the excess is gone.
+func (s *state) revokeNewest(now time.Time, ls *limitState, by string, fx *effects) []string {
+	if ls.held <= ls.cfg.Limit {
+		return nil
+	}
+	newest := make([]*lease, 0, len(ls.leases))
+	for _, l := range ls.leases {
+		newest = append(newest, l)
+	}
+	sort.Slice(newest, func(i, j int) bool { return newest[i].token > newest[j].token })
+	reason := fmt.Sprintf("limit lowered to %d", ls.cfg.Limit)
+	var ids []string
+	for _, l := range newest {
+		if ls.held <= ls.cfg.Limit {
+			break
+		}
+		s.revokeLease(now, l, reason, by, fx)
+		ids = append(ids, l.id)
+	}
+	return ids
 }
 
 // revokedError is the renewal error for lease id when it was revoked

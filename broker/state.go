@@ -62,6 +62,8 @@ type waiter struct {
 	key   string
 	// quota is the unit the queue bounds count it in (waiters.go).
 	quota string
+	// priority is 0 to messages.MaxPriority (queue.go).
+	priority int
 }
 
 // addSat adds n >= 0 to a counter without wrapping around.
@@ -101,9 +103,17 @@ type limitState struct {
 	cfg    messages.Limit
 	held   int
 	leases map[string]*lease
-	queue  *list.List
+	queue  waitQueue
 	denied int64
 	bucket bucket
+	// holds are the recent hold times, for wait estimates (estimate.go).
+	holds holdStats
+	// family is, for the limit of one key of a per-key limit, that limit;
+	// keys are a per-key limit's live keys (perkey.go); stored: a record of
+	// this key's decay state was journaled.
+	family *limitState
+	keys   map[string]*limitState
+	stored bool
 }
 
 // state is the broker's whole in-memory bookkeeping. It is not safe for
@@ -141,6 +151,12 @@ type state struct {
 	inboxes     map[string]*inboxState
 	maxPerInbox int
 	maxWaiters  int
+	// liveKeys counts the live keys of per-key limits; maxKeys bounds
+	// them (0: no bound).
+	liveKeys, maxKeys int
+	// aging is how long a waiter waits for its effective priority to rise
+	// by one (queue.go); 0 turns aging off.
+	aging time.Duration
 }
 
 type ttlBounds struct {
@@ -157,6 +173,7 @@ func newState(ttl ttlBounds, newID func() string) *state {
 		newID:   newID,
 		inboxes: map[string]*inboxState{},
 
+		aging:   DefaultPriorityAging,
 		waits:   newWaitMemory(cancelTombstoneTTL),
 		revoked: newWaitMemory(revokedTTL(ttl)),
 	}
@@ -167,7 +184,7 @@ func newState(ttl ttlBounds, newID func() string) *state {
 func (s *state) coveredUntil(l *lease) time.Time { return l.acquired.Add(l.ttl + s.acceptSlack) }
 
 func newLimitState(cfg messages.Limit) *limitState {
-	return &limitState{cfg: cfg, leases: map[string]*lease{}, queue: list.New()}
+	return &limitState{cfg: cfg, leases: map[string]*lease{}}
 }
 
 // kvOp is one write to the bucket: a put when val is set, a purge otherwise.
@@ -209,6 +226,9 @@ type effects struct {
 	observe bool
 	obs     []observation
 	freed   time.Time
+	// notices are the RevokedNotices to push to the holders of revoked
+	// leases once the change is persisted (revoke.go).
+	notices []revokeNotice
 }
 
 func (fx *effects) put(key string, val []byte) { fx.ops = append(fx.ops, kvOp{key: key, val: val}) }
@@ -241,8 +261,7 @@ func (ls *limitState) activeSlots(now time.Time) int {
 	return ls.held + ls.bucket.occupied(now, ls.cfg.SlotDecayPerSecond)
 }
 
-// headIs tells whether w is first in this limit's queue.
-func (ls *limitState) headIs(w *waiter) bool {
-	f := ls.queue.Front()
-	return f != nil && f.Value.(*waiter) == w
+// headIs tells whether w is served next in this limit's queue at now.
+func (ls *limitState) headIs(now time.Time, aging time.Duration, w *waiter) bool {
+	return ls.queue.head(now, aging) == w
 }

@@ -30,7 +30,9 @@ type acquisition struct {
 	names    []string // the limits named, deduplicated, the subject's first
 	ttl      time.Duration
 	enforced []*limitState
-	reply    messages.AcquireReply
+	// keys are the names of per-key limits' keys among names.
+	keys  []string
+	reply messages.AcquireReply
 }
 
 func failed(e *messages.Error) acquireResult {
@@ -49,7 +51,10 @@ func (s *state) acquireFrom(now time.Time, primary string, req *messages.Acquire
 	if r, ok := s.knownWait(now, a, fx); ok {
 		return r
 	}
-	if e := s.sortLimits(a); e != nil {
+	e := s.sortLimits(now, a)
+	// A key's limit created for this acquisition goes again if it is left idle.
+	defer s.dropIdle(now, fx, a.keys...)
+	if e != nil {
 		return failed(e)
 	}
 	a.reply.Status = messages.StatusGranted
@@ -59,7 +64,7 @@ func (s *state) acquireFrom(now time.Time, primary string, req *messages.Acquire
 		}
 		return acquireResult{reply: a.reply}
 	}
-	if a.grantable(now) {
+	if a.grantable(now, s.aging) {
 		if req.Rate {
 			return s.admitNow(now, a, fx)
 		}
@@ -82,12 +87,15 @@ func (s *state) checkAcquisition(a *acquisition) *messages.Error {
 		return messages.Errorf(messages.CodeInvalidArgument, "%d limits named: the maximum is %d", len(a.names), messages.MaxNames)
 	}
 	for _, n := range a.names {
-		if e := messages.ValidateName(n); e != nil {
+		if e := messages.ValidateRef(n); e != nil {
 			return e
 		}
 	}
 	if req.Occupy <= 0 || req.Occupy > messages.MaxLimit {
 		return messages.Errorf(messages.CodeInvalidOccupy, "occupy is %d: ask for 1 to %d slots", req.Occupy, messages.MaxLimit)
+	}
+	if req.Priority < 0 || req.Priority > messages.MaxPriority {
+		return messages.Errorf(messages.CodeInvalidArgument, "priority is %d: give 0 (the default, lowest) to %d (highest)", req.Priority, messages.MaxPriority)
 	}
 	if req.Count < 0 || req.Count > messages.MaxCount || (req.Count > 1 && !(req.Rate && req.Try)) {
 		return messages.Errorf(messages.CodeInvalidArgument, "count is %d: give 0 to %d, and more than 1 only with rate and try", req.Count, messages.MaxCount)
@@ -135,9 +143,15 @@ func (s *state) knownWait(now time.Time, a *acquisition, fx *effects) (acquireRe
 // sortLimits sorts the named limits into missing, inactive (both refused
 // in strict mode) and enforced, and checks the request against the
 // enforced ones.
-func (s *state) sortLimits(a *acquisition) *messages.Error {
+func (s *state) sortLimits(now time.Time, a *acquisition) *messages.Error {
 	for _, n := range a.names {
-		ls := s.limits[n]
+		ls, e := s.resolve(now, n)
+		if e != nil {
+			return e
+		}
+		if ls != nil && ls.isKey() {
+			a.keys = append(a.keys, n)
+		}
 		switch {
 		case ls == nil && a.req.Strict:
 			return messages.Errorf(messages.CodeNotFound, "limit %q does not exist: create it first (strict mode)", n)
@@ -162,10 +176,12 @@ func (s *state) sortLimits(a *acquisition) *messages.Error {
 	return nil
 }
 
-// grantable tells whether every enforced limit has nobody queued and room.
-func (a *acquisition) grantable(now time.Time) bool {
+// grantable tells whether the acquisition would head every enforced
+// limit's queue (nobody queued ranks before it: all waiters have a lower
+// effective priority) and fits.
+func (a *acquisition) grantable(now time.Time, aging time.Duration) bool {
 	for _, ls := range a.enforced {
-		if ls.queue.Len() > 0 || !ls.hasRoom(now, a.req.Occupy) {
+		if h := ls.queue.head(now, aging); (h != nil && effective(h, now, aging) >= a.req.Priority) || !ls.hasRoom(now, a.req.Occupy) {
 			return false
 		}
 	}
@@ -213,6 +229,7 @@ func (s *state) leaseNow(now time.Time, a *acquisition, fx *effects) acquireResu
 	req := a.req
 	l := s.newLease(now, a.enforcedNames(), req.Occupy, req.Holder, a.ttl, req.WaitID)
 	l.scope, l.key = a.names, req.Key
+	l.notify, l.enc = req.Notify, a.enc // where a revocation is told (revoke.go)
 	fx.put(leaseKey(l.id), l.record())
 	fx.arm = append(fx.arm, l)
 	fx.note(obsGrant, l.names, 0, 1)
@@ -237,13 +254,15 @@ func (s *state) queue(now time.Time, a *acquisition, fx *effects) acquireResult 
 	}
 	names := a.enforcedNames()
 	w := &waiter{id: req.WaitID, names: names, occupy: req.Occupy, holder: req.Holder, ttl: a.ttl, since: now,
-		notify: req.Notify, enc: a.enc, rate: req.Rate, scope: a.names, key: req.Key, quota: a.quota}
+		notify: req.Notify, enc: a.enc, rate: req.Rate, scope: a.names, key: req.Key, quota: a.quota, priority: req.Priority}
 	s.nextOrder++
 	w.order = s.nextOrder
 	s.enqueue(w)
 	fx.put(waiterKey(w.id), w.record())
 	fx.wake = append(fx.wake, names...)
-	a.reply.WaitID, a.reply.Status, a.reply.Position = w.id, messages.StatusQueued, a.enforced[0].queue.Len()
+	a.reply.WaitID, a.reply.Status = w.id, messages.StatusQueued
+	a.reply.Position = a.enforced[0].queue.tailPosition(now, s.aging, w)
+	a.reply.Estimate = s.estimate(now, w)
 	return acquireResult{reply: a.reply}
 }
 
@@ -265,7 +284,7 @@ func (s *state) retried(now time.Time, names []string, req *messages.AcquireRequ
 		// be in flight, and the answer must not come before it. Writing
 		// the record again puts the answer behind it.
 		fx.put(waiterKey(w.id), w.record())
-		return messages.AcquireReply{Status: messages.StatusQueued, Position: s.position(w)}, true
+		return messages.AcquireReply{Status: messages.StatusQueued, Position: s.position(now, w), Estimate: s.estimate(now, w)}, true
 	}
 	if l := s.byWait[waitID]; l != nil {
 		if e := sameAcquisition(l.leaseScope(), l.key, names, req); e != nil {
@@ -384,7 +403,7 @@ func (s *state) enqueue(w *waiter) {
 	s.addWaiter(w)
 	w.elems = make([]*list.Element, len(w.names))
 	for i, n := range w.names {
-		w.elems[i] = s.limits[n].queue.PushBack(w)
+		w.elems[i] = s.limits[n].queue.push(w)
 	}
 }
 
@@ -392,25 +411,18 @@ func (s *state) enqueue(w *waiter) {
 func (s *state) unqueue(w *waiter) {
 	for i, e := range w.elems {
 		if ls := s.limits[w.names[i]]; ls != nil {
-			ls.queue.Remove(e)
+			ls.queue.remove(w, e)
 		}
 	}
 	w.elems = nil
 }
 
-// position is w's 1-based place in the queue of its first limit.
-func (s *state) position(w *waiter) int {
+// position is w's 1-based place in the queue of its first limit at now.
+func (s *state) position(now time.Time, w *waiter) int {
 	if len(w.names) == 0 {
 		return 0
 	}
-	i := 1
-	for e := s.limits[w.names[0]].queue.Front(); e != nil; e = e.Next() {
-		if e.Value.(*waiter) == w {
-			return i
-		}
-		i++
-	}
-	return 0
+	return s.limits[w.names[0]].queue.position(now, s.aging, w)
 }
 
 // dispatch grants the heads of the queues of names while they fit: strict
@@ -418,6 +430,8 @@ func (s *state) position(w *waiter) int {
 // them. It touches only queue heads, so its cost does not grow with queues.
 func (s *state) dispatch(now time.Time, fx *effects, names ...string) {
 	work := append([]string(nil), names...)
+	var keys []string
+	defer func() { s.dropIdle(now, fx, keys...) }()
 	for len(work) > 0 {
 		n := work[len(work)-1]
 		work = work[:len(work)-1]
@@ -425,12 +439,14 @@ func (s *state) dispatch(now time.Time, fx *effects, names ...string) {
 		if ls == nil {
 			continue
 		}
+		if ls.isKey() {
+			keys = append(keys, n)
+		}
 		for {
-			f := ls.queue.Front()
-			if f == nil {
+			w := ls.queue.head(now, s.aging)
+			if w == nil {
 				break
 			}
-			w := f.Value.(*waiter)
 			if !s.canGrant(now, w) {
 				fx.wake = append(fx.wake, w.names...)
 				break
@@ -449,7 +465,7 @@ func (s *state) canGrant(now time.Time, w *waiter) bool {
 	for _, n := range w.names {
 		ls := s.limits[n]
 		// nil: a limit being deleted, whose waiters are failed next.
-		if ls == nil || !ls.headIs(w) || !ls.hasRoom(now, w.occupy) {
+		if ls == nil || !ls.headIs(now, s.aging, w) || !ls.hasRoom(now, w.occupy) {
 			return false
 		}
 	}
@@ -681,6 +697,9 @@ func (s *state) dropLease(now time.Time, l *lease, kind string, fx *effects) {
 			continue
 		}
 		ls.held -= l.occupy
+		if !l.pending { // a lease never accepted was not held
+			ls.holds.add(now.Sub(l.acquired))
+		}
 		delete(ls.leases, l.id)
 		if ls.cfg.SlotDecayPerSecond > 0 {
 			ls.bucket.add(now, ls.cfg.SlotDecayPerSecond, l.occupy)
@@ -703,25 +722,43 @@ func (s *state) dropLease(now time.Time, l *lease, kind string, fx *effects) {
 	}
 }
 
-// wakeAt is when the head of name's queue fits, for a limit whose head waits
-// only for decay; zero when no timer is needed. A head that waits on several
-// limits is woken when it fits in all of them, and only once it heads them
-// all (until then a grant or release elsewhere dispatches it; a timer armed
-// for now would fire again and again).
+// wakeAt is when name's queue must be looked at again without a release:
+// when its head fits, for a head that waits only for decay, or when another
+// lane's front rises in effective priority past a blocked head (it may fit
+// where the head does not); zero when no timer is needed.
 func (s *state) wakeAt(now time.Time, name string) time.Time {
 	ls := s.limits[name]
-	if ls == nil || ls.cfg.SlotDecayPerSecond <= 0 {
+	if ls == nil {
 		return time.Time{}
 	}
-	f := ls.queue.Front()
-	if f == nil {
+	w := ls.queue.head(now, s.aging)
+	if w == nil {
+		return ls.drainedAt(now)
+	}
+	return earliest(s.decayWake(now, ls, w), ls.queue.nextAging(now, s.aging, w))
+}
+
+// earliest is the earlier of two times, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// decayWake is when head w of rate limit ls fits on all of its limits,
+// for a head that waits only for decay; zero otherwise. A head that waits on several limits
+// is woken when it fits in all of them, and only once it heads them all
+// (until then a grant or release elsewhere dispatches it; a timer armed for
+// now would fire again and again).
+func (s *state) decayWake(now time.Time, ls *limitState, w *waiter) time.Time {
+	if ls.cfg.SlotDecayPerSecond <= 0 {
 		return time.Time{}
 	}
-	w := f.Value.(*waiter)
 	var at time.Time
 	for _, n := range w.names {
 		o := s.limits[n]
-		if o == nil || !o.headIs(w) {
+		if o == nil || !o.headIs(now, s.aging, w) {
 			return time.Time{}
 		}
 		t := o.bucket.fitsAt(now, o.cfg.SlotDecayPerSecond, o.cfg.Limit-o.held, w.occupy)

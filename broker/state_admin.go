@@ -42,7 +42,7 @@ func (s *state) create(now time.Time, name string, req *messages.CreateRequest, 
 	}
 	active := req.Active == nil || *req.Active
 	ls := newLimitState(messages.Limit{Name: name, Limit: req.Limit, SlotDecayPerSecond: req.SlotDecayPerSecond,
-		Active: active, CreatedAt: now, UpdatedAt: now})
+		Active: active, PerKey: req.PerKey, CreatedAt: now, UpdatedAt: now})
 	s.limits[name] = ls
 	fx.dirty = append(fx.dirty, name)
 	cfg := ls.cfg
@@ -52,7 +52,7 @@ func (s *state) create(now time.Time, name string, req *messages.CreateRequest, 
 }
 
 func (s *state) notFound(name string) *messages.Error {
-	if e := messages.ValidateName(name); e != nil {
+	if e := messages.ValidateRef(name); e != nil {
 		return e
 	}
 	return messages.Errorf(messages.CodeNotFound, "limit %q does not exist: create it first (slotctl ls shows the names)", name)
@@ -61,7 +61,7 @@ func (s *state) notFound(name string) *messages.Error {
 // update changes a limit's settings; raising the limit grants waiters at once.
 func (s *state) update(now time.Time, name string, req *messages.UpdateRequest, fx *effects) messages.LimitReply {
 	ls := s.limits[name]
-	if ls == nil {
+	if ls == nil || ls.isKey() {
 		return messages.LimitReply{Error: s.notFound(name)}
 	}
 	if req.Limit == nil && req.SlotDecayPerSecond == nil && req.Active == nil {
@@ -87,6 +87,14 @@ func (s *state) update(now time.Time, name string, req *messages.UpdateRequest, 
 	// The change's event comes before those of the grants it allows.
 	cfg := ls.cfg
 	fx.events = append(fx.events, messages.Event{Kind: messages.EventChanged, Limit: name, Available: ls.free(now), Config: &cfg, At: now})
+	revoked := s.revokeExcess(now, ls, req, fx) // revoke.go: only with req.Revoke
+	if ls.cfg.PerKey {
+		for _, n := range s.updateKeys(now, ls, fx) {
+			if k := s.limits[n]; k != nil {
+				revoked = append(revoked, s.revokeExcess(now, k, req, fx)...)
+			}
+		}
+	}
 	if !ls.cfg.Active {
 		s.unenforce(now, ls, fx)
 	}
@@ -94,14 +102,13 @@ func (s *state) update(now time.Time, name string, req *messages.UpdateRequest, 
 	s.dispatch(now, fx, name)
 	s.announceAvailable(now, fx, name)
 	info := s.info(now, ls)
-	return messages.LimitReply{Limit: &info}
+	return messages.LimitReply{Limit: &info, Revoked: revoked}
 }
 
 // unenforce takes an inactive limit out of its waiters: they no longer wait for it.
 func (s *state) unenforce(now time.Time, ls *limitState, fx *effects) {
 	var others []string
-	for e := ls.queue.Front(); e != nil; e = e.Next() {
-		w := e.Value.(*waiter)
+	for _, w := range ls.queue.all() {
 		w.forget(ls.cfg.Name)
 		fx.put(waiterKey(w.id), w.record())
 		others = append(others, w.names...)
@@ -109,7 +116,7 @@ func (s *state) unenforce(now time.Time, ls *limitState, fx *effects) {
 			s.grantWaiter(now, w, fx)
 		}
 	}
-	ls.queue.Init()
+	ls.queue.clear()
 	s.dispatch(now, fx, others...)
 }
 
@@ -117,11 +124,12 @@ func (s *state) unenforce(now time.Time, ls *limitState, fx *effects) {
 func (s *state) failTooLarge(now time.Time, ls *limitState, fx *effects) {
 	// Collect first: failing one dispatches, which can dequeue the next elements.
 	var tooLarge []*waiter
-	for e := ls.queue.Front(); e != nil; e = e.Next() {
-		if w := e.Value.(*waiter); w.occupy > ls.cfg.Limit {
+	ls.queue.each(func(w *waiter) bool {
+		if w.occupy > ls.cfg.Limit {
 			tooLarge = append(tooLarge, w)
 		}
-	}
+		return true
+	})
 	for _, w := range tooLarge {
 		s.failWaiter(now, w, messages.Errorf(messages.CodeInvalidOccupy,
 			"limit %q was lowered to %d slots, fewer than the %d requested", ls.cfg.Name, ls.cfg.Limit, w.occupy), fx)
@@ -140,16 +148,25 @@ func (s *state) failWaiter(now time.Time, w *waiter, err *messages.Error, fx *ef
 // remove deletes a limit: its waiters fail with not_found, its leases are voided.
 func (s *state) remove(now time.Time, name string, fx *effects) messages.LimitReply {
 	ls := s.limits[name]
-	if ls == nil {
+	if ls == nil || ls.isKey() {
 		return messages.LimitReply{Error: s.notFound(name)}
 	}
 	info := s.info(now, ls)
-	delete(s.limits, name)
+	s.removeKeys(now, ls, fx)
+	s.removeLimit(now, ls, fx)
 	fx.purge(limitKey(name))
+	return messages.LimitReply{Limit: &info}
+}
+
+// removeLimit deletes limit ls from the state: its waiters fail with
+// not_found, its leases are voided.
+func (s *state) removeLimit(now time.Time, ls *limitState, fx *effects) {
+	name := ls.cfg.Name
+	delete(s.limits, name)
 	gone := messages.Errorf(messages.CodeNotFound, "limit %q was deleted while waiting", name)
-	for e := ls.queue.Front(); e != nil; e = e.Next() {
+	for _, w := range ls.queue.all() {
 		// The limit is gone from s.limits, so failWaiter leaves this queue alone.
-		s.failWaiter(now, e.Value.(*waiter), gone, fx)
+		s.failWaiter(now, w, gone, fx)
 	}
 	for _, l := range ls.leases {
 		s.dropLease(now, l, messages.EventReleased, fx)
@@ -162,14 +179,24 @@ func (s *state) remove(now time.Time, name string, fx *effects) messages.LimitRe
 		}
 	}
 	fx.events = append(fx.events, messages.Event{Kind: messages.EventDeleted, Limit: name, At: now})
-	return messages.LimitReply{Limit: &info}
 }
 
 // get returns one limit's info.
 func (s *state) get(now time.Time, name string) messages.LimitReply {
 	ls := s.limits[name]
 	if ls == nil {
-		return messages.LimitReply{Error: s.notFound(name)}
+		fam, _, keyed := messages.SplitKeyed(name)
+		f := s.limits[fam]
+		switch {
+		case keyed && f != nil && f.cfg.PerKey:
+			// An idle key: a fresh limit with the family's configuration.
+			ls = newLimitState(f.cfg)
+			ls.cfg.Name, ls.family = name, f
+		case keyed && f != nil:
+			return messages.LimitReply{Error: messages.Errorf(messages.CodeInvalidArgument, "limit %q is not per-key: it has no keys", fam)}
+		default:
+			return messages.LimitReply{Error: s.notFound(name)}
+		}
 	}
 	info := s.info(now, ls)
 	return messages.LimitReply{Limit: &info}
@@ -179,8 +206,8 @@ func (s *state) get(now time.Time, name string) messages.LimitReply {
 // with at most max holders and waiters listed.
 func (s *state) listAfter(now time.Time, after string, max int) []messages.LimitInfo {
 	names := make([]string, 0, len(s.limits))
-	for n := range s.limits {
-		if n > after {
+	for n, ls := range s.limits {
+		if n > after && !ls.isKey() {
 			names = append(names, n)
 		}
 	}
@@ -208,6 +235,12 @@ func (s *state) infoN(now time.Time, ls *limitState, max int) messages.LimitInfo
 	info := messages.LimitInfo{Limit: ls.cfg, ActiveSlots: ls.activeSlots(now), DeniedSlots: ls.denied,
 		NextSlotInMillis: ceilMillis(ls.nextSlotIn(now)), Holders: []messages.Holder{}, Waiters: []messages.Waiter{},
 		HoldersTotal: len(ls.leases), WaitersTotal: ls.queue.Len()}
+	if ls.isKey() {
+		info.Limit.Name, info.Key, _ = messages.SplitKeyed(ls.cfg.Name)
+	}
+	if ls.cfg.PerKey && !ls.isKey() {
+		info.Keys, info.KeysTotal = s.keyInfos(now, ls, max)
+	}
 	for _, l := range ls.leases {
 		info.Holders = append(info.Holders, messages.Holder{LeaseID: l.id, Occupy: l.occupy, Holder: l.holder, Token: l.token,
 			Names: l.names, AcquiredAt: l.acquired, ExpiresAt: l.expires})
@@ -216,13 +249,17 @@ func (s *state) infoN(now time.Time, ls *limitState, max int) messages.LimitInfo
 	if len(info.Holders) > max {
 		info.Holders = info.Holders[:max]
 	}
-	pos := 1
-	for e := ls.queue.Front(); e != nil && pos <= max; e = e.Next() {
-		w := e.Value.(*waiter)
+	pos, est := 1, newWaitSim(now, ls) // estimates on this limit (estimate.go)
+	ls.queue.inOrder(now, s.aging, func(w *waiter) bool {
+		if pos > max {
+			return false
+		}
 		info.Waiters = append(info.Waiters, messages.Waiter{Position: pos, WaitID: w.id, Occupy: w.occupy, Holder: w.holder,
-			Names: w.names, Since: w.since})
+			Names: w.names, Since: w.since, Priority: w.priority, EffectivePriority: effective(w, now, s.aging),
+			Estimate: est.next(w)})
 		pos++
-	}
+		return true
+	})
 	return info
 }
 

@@ -87,32 +87,46 @@ func collect(opts []AcquireOption) acquireOptions {
 	return o
 }
 
-// validate checks what can be checked without the broker.
-func validate(name string, occupy int, o acquireOptions) error {
+// validate checks what can be checked without the broker. It returns the
+// limit reference to acquire: name, or "<name>.<key>" with WithKey.
+func validate(name string, occupy int, o acquireOptions) (string, error) {
 	for _, n := range append([]string{name}, o.names...) {
 		if err := checkName(n); err != nil {
-			return err
+			return "", err
 		}
 	}
+	if o.keyed {
+		if e := messages.ValidateKey(o.key); e != nil {
+			return "", fromWire(e)
+		}
+		if len(o.names) > 0 {
+			return "", fromWire(messages.Errorf(messages.CodeInvalidArgument,
+				"WithKey and WithNames together: a key of a per-key limit is acquired alone"))
+		}
+		name = messages.KeyedName(name, o.key)
+	}
+	if o.priority < 0 || o.priority > messages.MaxPriority {
+		return "", fromWire(messages.Errorf(messages.CodeInvalidArgument, "priority %d: give 0 (the default, lowest) to %d", o.priority, messages.MaxPriority))
+	}
 	if names := limitNames(name, o.names); len(names) > messages.MaxNames {
-		return fromWire(messages.Errorf(messages.CodeInvalidArgument,
+		return "", fromWire(messages.Errorf(messages.CodeInvalidArgument,
 			"the acquisition names %d limits (%q and %d more): the maximum is %d", len(names), name, len(names)-1, messages.MaxNames))
 	}
 	if e := messages.CheckHolder(o.holder); e != nil {
-		return fromWire(e)
+		return "", fromWire(e)
 	}
 	if occupy <= 0 {
-		return fromWire(messages.Errorf(messages.CodeInvalidOccupy, "occupy is %d: ask for at least 1 slot", occupy))
+		return "", fromWire(messages.Errorf(messages.CodeInvalidOccupy, "occupy is %d: ask for at least 1 slot", occupy))
 	}
 	if o.ttl < 0 {
-		return fromWire(messages.Errorf(messages.CodeInvalidArgument, "lease ttl %v is negative", o.ttl))
+		return "", fromWire(messages.Errorf(messages.CodeInvalidArgument, "lease ttl %v is negative", o.ttl))
 	}
 	if o.ttl > 0 && o.ttl < time.Millisecond {
 		// The wire carries whole milliseconds, and 0 means the broker's default.
-		return fromWire(messages.Errorf(messages.CodeInvalidArgument,
+		return "", fromWire(messages.Errorf(messages.CodeInvalidArgument,
 			"lease ttl %v is under 1ms, the wire's unit (0 would mean the broker's default): ask for at least 1ms", o.ttl))
 	}
-	return nil
+	return name, nil
 }
 
 // limitNames are the limits an acquisition of name with WithNames others
@@ -166,14 +180,18 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 	}
 	var ch chan pushed
 	// A wait id on every request makes retries idempotent at the broker.
-	// It is random, so that nobody can guess a wait of this client's; a
-	// queued request's key, random too, is echoed only in the broker's
-	// grant, so that nobody else can forge one (onGrant). A retry of the
-	// request (c.call) sends both again.
+	// It is random, so that nobody can guess a wait of this client's; the
+	// key, random too, is echoed only in the broker's grant and in the
+	// notice of the lease's revocation, both pushed to notify, so that
+	// nobody else can forge one (onGrant, onRevoked). A try has no grant
+	// pushed, but a lease it gets can be revoked: it sends both too (a rate
+	// admission has no lease). A retry of the request (c.call) sends them again.
 	req.WaitID = rand.Text()
-	if !req.Try {
+	if !req.Try || !req.Rate {
 		req.Key = rand.Text()
 		req.Notify = c.inbox + req.WaitID
+	}
+	if !req.Try {
 		var err error
 		if ch, err = c.expectWait(req.WaitID, req.Key); err != nil {
 			return nil, messages.AcquireReply{}, err
@@ -209,9 +227,7 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 		c.forgetWait(req.WaitID)
 		return reply.Lease, reply, nil
 	}
-	if o.queued != nil {
-		o.queued(reply.Position)
-	}
+	o.tellQueued(&reply, true)
 	recheck := time.NewTimer(recheckEvery)
 	defer recheck.Stop()
 	for {
@@ -264,7 +280,7 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 		// Send the acquisition again (same wait id and key): the broker
 		// answers where it stands, or queues it again if it passed the
 		// slots on because nobody answered the grant.
-		if g, done, err := c.resend(ctx, names, req, ch); done {
+		if g, done, err := c.resend(ctx, names, req, ch, &o); done {
 			return g, reply, err
 		}
 	}
@@ -303,13 +319,16 @@ const recheckEvery = 30 * time.Second
 // resend sends a queued acquisition again. It reports done with the lease
 // when the answer is a grant, or with the error the broker now gives;
 // otherwise the wait goes on (an answer that did not come is no news).
-func (c *Client) resend(ctx context.Context, names []string, req *messages.AcquireRequest, ch chan pushed) (*messages.LeaseGrant, bool, error) {
+func (c *Client) resend(ctx context.Context, names []string, req *messages.AcquireRequest, ch chan pushed, o *acquireOptions) (*messages.LeaseGrant, bool, error) {
 	var again messages.AcquireReply
 	if err := c.call(ctx, c.acquireSubject(names), req, &again, true); err != nil {
 		return nil, false, nil
 	}
 	err := fromWire(again.Error)
 	if err == nil && again.Status != messages.StatusGranted {
+		if again.Status == messages.StatusQueued {
+			o.tellQueued(&again, false)
+		}
 		return nil, false, nil
 	}
 	if !c.forgetWait(req.WaitID) {
@@ -341,11 +360,12 @@ func (c *Client) giveBack(waitID, name string, held bool) {
 
 func (c *Client) acquire(ctx context.Context, name string, occupy int, try bool, opts []AcquireOption) (*Lease, error) {
 	o := collect(opts)
-	if err := validate(name, occupy, o); err != nil {
+	name, err := validate(name, occupy, o)
+	if err != nil {
 		return nil, err
 	}
 	req := &messages.AcquireRequest{Occupy: occupy, TTLMillis: o.ttl.Milliseconds(), Holder: o.holder,
-		Strict: o.strict, Try: try}
+		Strict: o.strict, Try: try, Priority: o.priority}
 	sent := time.Now()
 	g, reply, err := c.request(ctx, name, req, o)
 	if err != nil {
@@ -358,7 +378,7 @@ func (c *Client) acquire(ctx context.Context, name string, occupy int, try bool,
 	if g != nil && reply.Status == messages.StatusQueued {
 		sent = g.ExpiresAt.Add(-time.Duration(g.TTLMillis) * time.Millisecond)
 	}
-	return c.newLease(g, req.WaitID, sent)
+	return c.newLease(g, req.WaitID, req.Key, sent)
 }
 
 func (c *Client) warnUnenforced(name string, reply messages.AcquireReply) {

@@ -13,6 +13,11 @@ type LimitInfo = messages.LimitInfo
 // LimitUpdate names the settings to change; nil fields are left as they are.
 type LimitUpdate = messages.UpdateRequest
 
+// PerKey creates a per-key limit: a family whose every key (WithKey) has
+// the limit's slots to itself, created on first use, dropped when idle.
+// Updating the family applies to every key.
+func PerKey() LimitOption { return func(r *messages.CreateRequest) { r.PerKey = true } }
+
 // LimitOption configures CreateLimit.
 type LimitOption func(*messages.CreateRequest)
 
@@ -50,14 +55,70 @@ func (c *Client) GetLimit(ctx context.Context, name string) (*LimitInfo, error) 
 	return c.limitCall(ctx, messages.VerbGet, name, struct{}{})
 }
 
-// UpdateLimit changes the set fields of u. Raising the limit grants waiters
-// at once; lowering it revokes nothing. It fails with ErrNotFound, or
-// ErrInvalidArgument when u sets nothing.
-func (c *Client) UpdateLimit(ctx context.Context, name string, u LimitUpdate) (*LimitInfo, error) {
+// GetKey returns one key of the per-key limit name: its holders and
+// waiters, with the family's configuration (LimitInfo.Key is set). A key
+// that is idle has none. A missing limit is ErrNotFound, one that is not
+// per-key ErrInvalidArgument.
+func (c *Client) GetKey(ctx context.Context, name, key string) (*LimitInfo, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	return c.limitCall(ctx, messages.VerbUpdate, name, &u)
+	if e := messages.ValidateKey(key); e != nil {
+		return nil, fromWire(e)
+	}
+	return c.limitCall(ctx, messages.VerbGet, messages.KeyedName(name, key), struct{}{})
+}
+
+// UpdateOption configures UpdateLimit.
+type UpdateOption func(*updateOptions)
+
+type updateOptions struct {
+	revoke  bool
+	by      string
+	revoked *[]string
+}
+
+// RevokeExcess makes a lowered limit hold at once instead of as its leases
+// end: the broker revokes the limit's newest leases (the highest fencing
+// tokens first) until the slots they hold fit the new limit, each as
+// RevokeLease would (a revoked event with the reason "limit lowered to N"
+// and by, the revoker's description, at most messages.MaxHolderLen bytes of
+// printable text; a Go holder's Lease ends at once with ErrLeaseRevoked).
+// Waiters are granted only the slots within the new limit. The ids of the
+// leases revoked, newest first, are stored in *revoked unless revoked is nil
+// (none when the limit was not lowered below the slots held).
+func RevokeExcess(by string, revoked *[]string) UpdateOption {
+	return func(o *updateOptions) { o.revoke, o.by, o.revoked = true, by, revoked }
+}
+
+// UpdateLimit changes the set fields of u. Raising the limit grants waiters
+// at once; lowering it revokes nothing (the leases over it run on until they
+// end) unless RevokeExcess is given. It fails with ErrNotFound, or
+// ErrInvalidArgument when u sets nothing.
+func (c *Client) UpdateLimit(ctx context.Context, name string, u LimitUpdate, opts ...UpdateOption) (*LimitInfo, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	var o updateOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if o.revoke {
+		u.Revoke, u.By = true, o.by
+	}
+	if e := messages.CheckText("by", u.By, messages.MaxHolderLen); e != nil {
+		return nil, fromWire(e)
+	}
+	reply, err := c.limitReply(ctx, messages.VerbUpdate, name, &u)
+	if err != nil {
+		return nil, err
+	}
+	if o.revoked != nil {
+		*o.revoked = reply.Revoked
+	}
+	return reply.Limit, nil
 }
 
 // SetActive enables or disables a limit.
@@ -102,6 +163,15 @@ func (c *Client) ListLimits(ctx context.Context) ([]LimitInfo, error) {
 }
 
 func (c *Client) limitCall(ctx context.Context, verb, name string, req any) (*LimitInfo, error) {
+	reply, err := c.limitReply(ctx, verb, name, req)
+	if err != nil {
+		return nil, err
+	}
+	return reply.Limit, nil
+}
+
+// limitReply sends an admin verb and returns its reply, which has a limit.
+func (c *Client) limitReply(ctx context.Context, verb, name string, req any) (*messages.LimitReply, error) {
 	var reply messages.LimitReply
 	if err := c.call(ctx, c.subj.Verb(verb, name), req, &reply, false); err != nil {
 		return nil, err
@@ -112,5 +182,5 @@ func (c *Client) limitCall(ctx context.Context, verb, name string, req any) (*Li
 	if reply.Limit == nil {
 		return nil, fmt.Errorf("%w: empty reply to %s", ErrUnavailable, verb)
 	}
-	return reply.Limit, nil
+	return &reply, nil
 }

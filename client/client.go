@@ -39,7 +39,10 @@ type Client struct {
 	// grant pushed again (after a broker restart) is accepted, not declined.
 	accepted map[string]*heldGrant
 	leases   map[*Lease]struct{}
-	closed   bool
+	// early keeps the last revocation notices of leases the client did
+	// not hold yet (revoke.go).
+	early  earlyNotices
+	closed bool
 
 	// flights are the calls in flight by subject, for a permissions
 	// violation to end at once (permission.go).
@@ -226,7 +229,9 @@ func sameKey(sent, got string) bool {
 	return subtle.ConstantTimeCompare([]byte(sent), []byte(got)) == 1
 }
 
-// onGrant answers a pushed grant: accepted when its wait is still current,
+// onGrant handles what arrives on the Client's inbox: the notice of a
+// lease's revocation (onRevoked), or a pushed grant, which it answers:
+// accepted when its wait is still current,
 // declined otherwise (the caller gave up), so the broker passes it on. A
 // grant for a wait of this client (waiting, or held) that does not carry
 // the wait's key was not sent by the broker: it is dropped unanswered. An
@@ -238,6 +243,14 @@ func (c *Client) onGrant(m *nats.Msg) {
 	if err != nil {
 		c.log.Warn("slotbroker: undecodable grant", "subject", m.Subject, "err", err)
 		return
+	}
+	if g.WaitID == "" && g.Lease == nil && g.Error == nil {
+		// Not a Grant: the notice of a held lease's revocation?
+		var n messages.RevokedNotice
+		if _, err := messages.Decode(m.Data, &n); err == nil && n.Revoked != "" {
+			c.onRevoked(n)
+			return
+		}
 	}
 	c.mu.Lock()
 	w, ok := c.waits[g.WaitID]

@@ -18,11 +18,12 @@ import (
 
 // tryKey is what calls must share to go in one counted request.
 type tryKey struct {
-	name   string
-	occupy int
-	names  string
-	strict bool
-	holder string
+	name     string // the limit reference: with WithKey, "<name>.<key>"
+	occupy   int
+	names    string
+	strict   bool
+	holder   string
+	priority int
 }
 
 // tryCall is one waiting caller; done gets its answer.
@@ -84,11 +85,13 @@ func queueFor[Q any](qs *map[tryKey]*Q, key tryKey) *Q {
 // tryRate runs one TryRateLimit call, alone or in a batch.
 func (c *Client) tryRate(ctx context.Context, name string, occupy int, opts []AcquireOption) error {
 	o := collect(opts)
-	name, err := validate(name, occupy, o)
+	// Calls go together by limit reference (name, or name and key); each
+	// request of a call is sent with its name and options again.
+	ref, err := validate(name, occupy, o)
 	if err != nil {
 		return err
 	}
-	key := keyOf(name, occupy, o)
+	key := keyOf(ref, occupy, o)
 	b := &c.tries
 	b.mu.Lock()
 	q := queueFor(&b.qs, key)

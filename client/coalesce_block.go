@@ -55,13 +55,16 @@ type blockBatcher struct {
 }
 
 func keyOf(name string, occupy int, o acquireOptions) tryKey {
-	return tryKey{name: name, occupy: occupy, names: strings.Join(limitNames(name, o.names), ","), strict: o.strict, holder: o.holder}
+	return tryKey{name: name, occupy: occupy, names: strings.Join(limitNames(name, o.names), ","), strict: o.strict, holder: o.holder, priority: o.priority}
 }
 
 // blockRate runs one RateLimit call, alone or coalesced.
 func (c *Client) blockRate(ctx context.Context, name string, occupy int, opts []AcquireOption) error {
 	o := collect(opts)
-	if err := validate(name, occupy, o); err != nil {
+	// As in tryRate: calls go together by reference, requests take name
+	// and options again.
+	ref, err := validate(name, occupy, o)
+	if err != nil {
 		return err
 	}
 	if o.timeout > 0 {
@@ -72,7 +75,7 @@ func (c *Client) blockRate(ctx context.Context, name string, occupy int, opts []
 		opts = append(opts[:len(opts):len(opts)], func(o *acquireOptions) { o.timeout = 0 })
 		o.timeout = 0
 	}
-	key := keyOf(name, occupy, o)
+	key := keyOf(ref, occupy, o)
 	b := &c.blocks
 	b.mu.Lock()
 	q := queueFor(&b.qs, key)
@@ -156,10 +159,10 @@ func (c *Client) takeTurn(call *blockCall, name string, occupy int, opts []Acqui
 // returns otherwise.
 func (c *Client) rateAnswered(ctx context.Context, name string, occupy int, opts []AcquireOption, answered func(queued bool)) error {
 	user := collect(opts).queued
-	opts = append(opts[:len(opts):len(opts)], WithQueued(func(position int) {
+	opts = append(opts[:len(opts):len(opts)], WithQueued(func(q Queued) {
 		answered(true)
 		if user != nil {
-			user(position)
+			user(q)
 		}
 	}))
 	return c.rate(ctx, name, occupy, false, opts)

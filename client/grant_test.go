@@ -57,7 +57,7 @@ func wrongKey(key string) string {
 
 // TestQueuedAcquireCarriesRandomWaitIDAndKey: a queued acquisition sends a
 // wait id and a grant key from crypto/rand (26 base32 characters, a valid
-// key), fresh for each acquisition; a try sends a random wait id and no key.
+// key), fresh for each acquisition; a try sends them too, for the notice of a revocation.
 func TestQueuedAcquireCarriesRandomWaitIDAndKey(t *testing.T) {
 	s := plainServer(t)
 	c := clientOn(t, connect(t, s))
@@ -92,8 +92,11 @@ func TestQueuedAcquireCarriesRandomWaitIDAndKey(t *testing.T) {
 	m := next(t, reqs, "try request")
 	var req messages.AcquireRequest
 	decode(t, m, &req)
-	if !randomText.MatchString(req.WaitID) || req.Key != "" || req.Notify != "" {
-		t.Errorf("try: wait id %q, key %q, notify %q; want a random wait id, no key, no notify", req.WaitID, req.Key, req.Notify)
+	// A try queues nothing, but the notify subject and key tell the holder
+	// of the lease it gets of a revocation (PROTOCOL.md §5.9).
+	if !randomText.MatchString(req.WaitID) || !randomText.MatchString(req.Key) || req.Key == req.WaitID ||
+		!strings.HasSuffix(req.Notify, "."+req.WaitID) {
+		t.Errorf("try: wait id %q, key %q, notify %q; want a random wait id and key, and notify <inbox>.<wait id>", req.WaitID, req.Key, req.Notify)
 	}
 	respond(t, m, messages.AcquireReply{Error: messages.Errorf(messages.CodeNoSlots, "full")})
 	if err := <-tried; !errors.Is(err, client.ErrNoSlots) {
@@ -238,7 +241,7 @@ func TestBrokerGrantCarriesTheSentKey(t *testing.T) {
 	queued := make(chan struct{})
 	done := make(chan acquireResult, 1)
 	go func() {
-		l, err := c.Acquire(ctx, "q", 1, client.WithTimeout(20*time.Second), client.WithQueued(func(int) { close(queued) }))
+		l, err := c.Acquire(ctx, "q", 1, client.WithTimeout(20*time.Second), client.WithQueued(func(client.Queued) { close(queued) }))
 		done <- acquireResult{l, err}
 	}()
 	var req messages.AcquireRequest

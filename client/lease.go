@@ -13,11 +13,15 @@ import (
 // Lease is a grant of slots. While it is held the client renews it in the
 // background, retrying through transient failures until the lease has really
 // expired. Done is closed when the lease ends: released, or lost (expired,
-// voided by a deletion); Err then tells which. A Lease is safe for concurrent use.
+// voided by a deletion, revoked by an operator); Err then tells which. A
+// Lease is safe for concurrent use.
 type Lease struct {
 	c      *Client
 	grant  messages.LeaseGrant
 	waitID string
+	// key is the secret sent with the acquisition: only a RevokedNotice
+	// carrying it comes from the broker (Client.onRevoked).
+	key    string
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	stop   chan struct{}
@@ -30,10 +34,11 @@ type Lease struct {
 	ended    bool
 }
 
-// newLease wraps a grant (nil: nothing enforced) and starts renewing it.
-func (c *Client) newLease(g *messages.LeaseGrant, waitID string, now time.Time) (*Lease, error) {
+// newLease wraps a grant (nil: nothing enforced) of the acquisition waitID,
+// sent with key, and starts renewing it.
+func (c *Client) newLease(g *messages.LeaseGrant, waitID, key string, now time.Time) (*Lease, error) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	l := &Lease{c: c, ctx: ctx, cancel: cancel, stop: make(chan struct{}), waitID: waitID}
+	l := &Lease{c: c, ctx: ctx, cancel: cancel, stop: make(chan struct{}), waitID: waitID, key: key}
 	if g == nil {
 		return l, nil
 	}
@@ -45,9 +50,13 @@ func (c *Client) newLease(g *messages.LeaseGrant, waitID string, now time.Time) 
 		return nil, ErrClosed
 	}
 	c.leases[l] = struct{}{}
+	early, revoked := c.early.take(g.ID)
 	c.mu.Unlock()
 	l.wg.Add(1)
 	go l.renewLoop()
+	if revoked && key != "" && sameKey(key, early.Key) {
+		l.end(revokedError(early))
+	}
 	return l, nil
 }
 
@@ -75,15 +84,18 @@ func (l *Lease) ExpiresAt() time.Time {
 	return l.expires
 }
 
-// Done is closed when the lease ends, by Release or by loss.
+// Done is closed when the lease ends, by Release or by loss. A revoked
+// lease ends as soon as the broker's notice of the revocation arrives, not
+// at its next renewal.
 func (l *Lease) Done() <-chan struct{} { return l.ctx.Done() }
 
 // Context is cancelled when the lease ends; its cause is ErrLeaseLost (wrapped)
-// after a loss.
+// after a loss, ErrLeaseRevoked (which matches ErrLeaseLost) after a revocation.
 func (l *Lease) Context() context.Context { return l.ctx }
 
 // Err is nil while the lease is held or after Release, and matches
-// ErrLeaseLost once it was lost.
+// ErrLeaseLost once it was lost; after a revocation it also matches
+// ErrLeaseRevoked, and its text gives the revocation's reason and revoker.
 func (l *Lease) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -75,7 +75,12 @@ type acquireOptions struct {
 	holder  string
 	names   []string
 	timeout time.Duration
-	queued  func(position int)
+	// key and keyed: WithKey; priority: WithPriority.
+	key      string
+	keyed    bool
+	priority int
+	queued   func(Queued)
+	updates  func(Queued) // WithQueueUpdates
 }
 
 // AcquireOption configures one Acquire, TryAcquire, Do or RateLimit call.
@@ -106,12 +111,80 @@ func WithNames(names ...string) AcquireOption {
 	return func(o *acquireOptions) { o.names = append(o.names, names...) }
 }
 
+// WithKey acquires the limit of key in the per-key limit named (one
+// created with PerKey): each key has the family's number of slots to itself,
+// created on first use and dropped when idle. The requests go to
+// "<prefix>.v1.<verb>.<name>.<key>", so NATS permissions can confine a user
+// to one key. A key is 1 to messages.MaxNameLen letters, digits, '-', '_'
+// or '=' (else ErrInvalidName); it cannot be combined with WithNames.
+func WithKey(key string) AcquireOption {
+	return func(o *acquireOptions) { o.key, o.keyed = key, true }
+}
+
+// WithPriority queues the acquisition at priority p, 0 (the default,
+// lowest) to messages.MaxPriority: a waiter of higher priority is granted
+// first, FIFO among equals. A waiter's effective priority rises by one per
+// aging interval waited (the broker's --priority-aging, 10 s by default),
+// so higher priorities cannot starve it (PROTOCOL.md §7.5). A priority out
+// of range is ErrInvalidArgument.
+func WithPriority(p int) AcquireOption { return func(o *acquireOptions) { o.priority = p } }
+
 // WithTimeout bounds the wait; when it passes the call fails with ErrTimeout.
 func WithTimeout(d time.Duration) AcquireOption { return func(o *acquireOptions) { o.timeout = d } }
 
-// WithQueued calls fn with the 1-based queue position (on the first limit)
-// when the broker queues the request instead of granting it at once; use it
-// to tell a user why they wait.
-func WithQueued(fn func(position int)) AcquireOption {
+// WithQueued calls fn once, when the broker queues the request instead of
+// granting it at once, with its 1-based queue position (on the first limit)
+// and the broker's estimate of the wait (Queued); use it to tell a user why
+// and how long they wait. WithQueueUpdates tells every later answer too.
+func WithQueued(fn func(Queued)) AcquireOption {
 	return func(o *acquireOptions) { o.queued = fn }
+}
+
+// Queued is where a queued acquisition stands, as the broker last answered
+// (WithQueued, WithQueueUpdates).
+type Queued struct {
+	// Position is the 1-based place in the queue of the first limit.
+	Position int
+	// Estimate is the broker's estimate of the wait left when it answered
+	// (At), meaningful only when EstimateKnown: the wait should end about
+	// At.Add(Estimate).
+	Estimate      time.Duration
+	EstimateKnown bool
+	// Exact is set when Estimate is a rate limit's arithmetic: it holds
+	// unless the limit is changed or acquisitions of higher priority queue
+	// ahead. Otherwise the estimate rests on the Samples most recent hold
+	// times of the limit (PROTOCOL.md §7.6).
+	Exact   bool
+	Samples int
+	// At is when the answer arrived, by the local clock.
+	At time.Time
+}
+
+// WithQueueUpdates calls fn each time the broker answers that the
+// acquisition waits: when it first queues it, and at each of the client's
+// re-sends of the waiting acquisition (every 30 s, and after each
+// reconnection). fn gets the queue position and the broker's estimate of
+// the wait, which it has once holds of the limit have ended (on a rate
+// limit, at once). fn runs on the acquiring goroutine: it must not block.
+func WithQueueUpdates(fn func(Queued)) AcquireOption {
+	return func(o *acquireOptions) { o.updates = fn }
+}
+
+// tellQueued passes a queued answer to the callbacks: WithQueued's for
+// the first one only.
+func (o *acquireOptions) tellQueued(reply *messages.AcquireReply, first bool) {
+	if (!first || o.queued == nil) && o.updates == nil {
+		return
+	}
+	q := Queued{Position: reply.Position, At: time.Now()}
+	if e := reply.Estimate; e != nil {
+		q.Estimate, q.EstimateKnown = time.Duration(e.Millis)*time.Millisecond, true
+		q.Exact, q.Samples = e.Basis == messages.EstimateRate, e.Samples
+	}
+	if first && o.queued != nil {
+		o.queued(q)
+	}
+	if o.updates != nil {
+		o.updates(q)
+	}
 }

@@ -21,13 +21,16 @@ func RevokedBy(desc string) RevokeOption { return func(r *messages.RevokeRequest
 
 // RevokeLease ends lease leaseID on limit (the first limit the lease holds
 // slots on) whoever holds it: its slots are freed, a revoked event carries
-// reason, and its holder learns at its next renewal that its lease was
-// revoked (Lease.Err matches ErrLeaseRevoked). It reports false, without
-// error, when the lease is not held (already released, expired or revoked).
-// A lease of another limit is ErrPermissionDenied.
+// reason, and its holder is told at once: the broker pushes it a notice, on
+// which a Go client's Lease ends (Done closes, Err matches ErrLeaseRevoked);
+// a holder that misses the notice learns at its next renewal. It reports
+// false, without error, when the lease is not held (already released, expired or revoked).
+// A lease of another limit is ErrPermissionDenied. The lease of one key of
+// a per-key limit is revoked on "<name>.<key>" (messages.KeyedName), the
+// first of its lease's Names.
 func (c *Client) RevokeLease(ctx context.Context, limit, leaseID string, reason string, opts ...RevokeOption) (bool, error) {
-	if err := checkName(limit); err != nil {
-		return false, err
+	if e := messages.ValidateRef(limit); e != nil {
+		return false, fromWire(e)
 	}
 	req := messages.RevokeRequest{LeaseID: leaseID, Reason: reason}
 	for _, o := range opts {
@@ -47,4 +50,84 @@ func (c *Client) RevokeLease(ctx context.Context, limit, leaseID string, reason 
 		return false, err
 	}
 	return reply.Revoked, nil
+}
+
+// onRevoked ends the held lease a RevokedNotice names, once the notice is
+// known to come from the broker: it carries the key the lease's
+// acquisition sent. Any other notice (a lease this Client does not hold, a
+// wrong key: somebody else publishes to this Client's inbox) is dropped.
+func (c *Client) onRevoked(n messages.RevokedNotice) {
+	var held *Lease
+	c.mu.Lock()
+	for l := range c.leases {
+		if l.grant.ID == n.Revoked {
+			held = l
+			break
+		}
+	}
+	if held == nil {
+		// The notice can overtake the lease: it is pushed once the
+		// revocation is stored, maybe before the acquire's reply arrives.
+		c.early.add(n)
+	}
+	c.mu.Unlock()
+	if held == nil || held.key == "" || !sameKey(held.key, n.Key) {
+		return
+	}
+	held.end(revokedError(n))
+}
+
+// maxEarlyNotices is how many notices of leases not held yet a client
+// keeps: a notice overtakes its lease by a round trip at most, and
+// anybody who may publish to the inbox must not make it grow.
+const maxEarlyNotices = 64
+
+// earlyNotices are the last maxEarlyNotices revocation notices for leases
+// the client did not hold when they arrived.
+type earlyNotices struct {
+	byLease map[string]messages.RevokedNotice
+	order   []string
+}
+
+func (e *earlyNotices) add(n messages.RevokedNotice) {
+	if e.byLease == nil {
+		e.byLease = map[string]messages.RevokedNotice{}
+	}
+	if _, ok := e.byLease[n.Revoked]; !ok {
+		if len(e.order) >= maxEarlyNotices {
+			delete(e.byLease, e.order[0])
+			e.order = e.order[1:]
+		}
+		e.order = append(e.order, n.Revoked)
+	}
+	e.byLease[n.Revoked] = n
+}
+
+// take returns and forgets the notice kept for lease id, if any.
+func (e *earlyNotices) take(id string) (messages.RevokedNotice, bool) {
+	n, ok := e.byLease[id]
+	if ok {
+		delete(e.byLease, id)
+		for i, o := range e.order {
+			if o == id {
+				e.order = append(e.order[:i:i], e.order[i+1:]...)
+				break
+			}
+		}
+	}
+	return n, ok
+}
+
+// revokedError is a revoked lease's error: ErrLeaseRevoked with the lease,
+// who revoked it and why.
+func revokedError(n messages.RevokedNotice) error {
+	by := ""
+	if n.By != "" {
+		by = fmt.Sprintf(" by %q", n.By)
+	}
+	reason := ""
+	if n.Reason != "" {
+		reason = ": " + n.Reason
+	}
+	return fmt.Errorf("%w: lease %s%s%s", ErrLeaseRevoked, n.Revoked, by, reason)
 }

@@ -310,7 +310,7 @@ func TestMultiLimitAcquireOnBroker(t *testing.T) {
 	queued := make(chan struct{})
 	done := make(chan acquireResult, 1)
 	go func() {
-		l, err := c.Acquire(ctx, "y", 1, client.WithNames("x"), client.WithQueued(func(int) { close(queued) }))
+		l, err := c.Acquire(ctx, "y", 1, client.WithNames("x"), client.WithQueued(func(client.Queued) { close(queued) }))
 		done <- acquireResult{l, err}
 	}()
 	select {

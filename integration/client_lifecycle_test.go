@@ -175,7 +175,7 @@ func TestDaemonSIGTERMKeepsHoldersAndWaiters(t *testing.T) {
 	queued := make(chan struct{})
 	got := make(chan error, 1)
 	go func() {
-		l, err := waiter.Acquire(ctx, "db", 1, client.WithQueued(func(int) { close(queued) }))
+		l, err := waiter.Acquire(ctx, "db", 1, client.WithQueued(func(client.Queued) { close(queued) }))
 		if err == nil {
 			err = l.Release(ctx)
 		}

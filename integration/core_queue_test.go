@@ -147,7 +147,7 @@ func coreHandoff(t *testing.T, ev *env, name string, n int) []string {
 		finished.Add(1)
 		go func() {
 			defer finished.Done()
-			l, err := clients[i%len(clients)].Acquire(ctx, name, 1, long, client.WithQueued(func(int) { queued.Done() }))
+			l, err := clients[i%len(clients)].Acquire(ctx, name, 1, long, client.WithQueued(func(client.Queued) { queued.Done() }))
 			if err == nil {
 				granted <- l
 			}

@@ -34,7 +34,7 @@ func coreInfo(t *testing.T, c *client.Client, name string) *client.LimitInfo {
 
 // coreQueued returns an option that signals ch when the broker queues the request.
 func coreQueued(ch chan<- int) client.AcquireOption {
-	return client.WithQueued(func(p int) { ch <- p })
+	return client.WithQueued(func(q client.Queued) { ch <- q.Position })
 }
 
 // coreRecv waits for one value from ch with a generous deadline.

@@ -153,7 +153,7 @@ func TestEventsReleasedAndChangedBeforeTheAcquiredTheyCause(t *testing.T) {
 		t.Helper()
 		queued, leased := make(chan struct{}), make(chan *client.Lease, 1)
 		go func() {
-			l, err := c.Acquire(ctx, "order", 1, client.WithHolder(holder), client.WithQueued(func(int) { close(queued) }))
+			l, err := c.Acquire(ctx, "order", 1, client.WithHolder(holder), client.WithQueued(func(client.Queued) { close(queued) }))
 			if err != nil {
 				t.Error(err)
 			}

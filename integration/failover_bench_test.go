@@ -258,7 +258,7 @@ func benchHandoff(ctx context.Context, b *testing.B, c1, c2 *client.Client, warm
 		var once sync.Once
 		done := make(chan result, 1)
 		go func() {
-			l, err := waiter.Acquire(ctx, name, 1, client.WithQueued(func(int) { once.Do(func() { close(queued) }) }))
+			l, err := waiter.Acquire(ctx, name, 1, client.WithQueued(func(client.Queued) { once.Do(func() { close(queued) }) }))
 			done <- result{l, err, time.Now()}
 		}()
 		select {

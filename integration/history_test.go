@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/slotbroker/slotbroker/client"
 )
 
 // history records, for the failover tests, every acquisition as the clients
@@ -102,7 +104,7 @@ func (h *history) begin(limit string, size, occupy int, client string) *histOp {
 
 // onQueued notes the first time the broker reported the request queued. Its
 // signature fits client.WithQueued.
-func (o *histOp) onQueued(int) {
+func (o *histOp) onQueued(client.Queued) {
 	now := time.Now()
 	o.h.mu.Lock()
 	defer o.h.mu.Unlock()
@@ -562,8 +564,8 @@ func TestHistoryRecordsConcurrently(t *testing.T) {
 			op := h.begin(fmt.Sprintf("l%d", i%2), 100, 1, fmt.Sprintf("c%d", i))
 			if i%4 == 0 {
 				var cb sync.WaitGroup
-				cb.Go(func() { op.onQueued(1) }) // the client calls WithQueued from its own goroutine
-				op.onQueued(2)
+				cb.Go(func() { op.onQueued(client.Queued{Position: 1}) }) // the client calls WithQueued from its own goroutine
+				op.onQueued(client.Queued{Position: 2})
 				cb.Wait()
 			}
 			if i%10 == 9 {

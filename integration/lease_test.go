@@ -339,7 +339,7 @@ func TestLeaseHolderDies(t *testing.T) {
 			queued := make(chan int, 1)
 			wc := ev.client()
 			go func() {
-				l, err := wc.Acquire(ctx, "dies", 1, client.WithQueued(func(p int) { queued <- p }))
+				l, err := wc.Acquire(ctx, "dies", 1, client.WithQueued(func(q client.Queued) { queued <- q.Position }))
 				got <- res{l, err, time.Now()}
 			}()
 			select {
@@ -581,7 +581,7 @@ func TestLeaseFencingTokens(t *testing.T) {
 	got := make(chan *client.Lease, 1)
 	queued := make(chan int, 1)
 	go func() {
-		l, err := c2.Acquire(ctx, "tok", 1, client.WithQueued(func(p int) { queued <- p }))
+		l, err := c2.Acquire(ctx, "tok", 1, client.WithQueued(func(q client.Queued) { queued <- q.Position }))
 		if err != nil {
 			t.Error(err)
 		}
@@ -644,7 +644,7 @@ func TestLeaseClientDeadlineNotAfterBroker(t *testing.T) {
 	got := make(chan *client.Lease, 1)
 	queued := make(chan int, 1)
 	go func() {
-		l, err := ev.client().Acquire(ctx, "dl", 1, client.WithLeaseTTL(ttl), client.WithQueued(func(p int) { queued <- p }))
+		l, err := ev.client().Acquire(ctx, "dl", 1, client.WithLeaseTTL(ttl), client.WithQueued(func(q client.Queued) { queued <- q.Position }))
 		if err != nil {
 			t.Error(err)
 		}

@@ -49,7 +49,7 @@ func TestReleaseAndCancelDeletionsAreStored(t *testing.T) {
 	defer give()
 	waitErr := make(chan error, 1)
 	go func() {
-		_, err := c.Acquire(wctx, "lazy", 1, client.WithQueued(func(int) { close(queued) }))
+		_, err := c.Acquire(wctx, "lazy", 1, client.WithQueued(func(client.Queued) { close(queued) }))
 		waitErr <- err
 	}()
 	<-queued
@@ -153,7 +153,7 @@ func TestTimedOutGrantStaysGoneAfterJournalOutage(t *testing.T) {
 	queued := make(chan struct{})
 	got := make(chan *client.Lease, 1)
 	go func() {
-		l, err := cB.Acquire(ctx, "x", 1, client.WithHolder("b"), client.WithQueued(func(int) { close(queued) }))
+		l, err := cB.Acquire(ctx, "x", 1, client.WithHolder("b"), client.WithQueued(func(client.Queued) { close(queued) }))
 		if err != nil {
 			t.Errorf("b: %v", err)
 		}

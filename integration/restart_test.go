@@ -254,7 +254,7 @@ func rsHoldersAndWaiters(t *testing.T, mode rsMode) {
 		queued := make(chan struct{})
 		go func() {
 			l, err := c.Acquire(ctx, name, 1, client.WithLeaseTTL(ttl), client.WithHolder(who),
-				client.WithQueued(func(int) { close(queued) }))
+				client.WithQueued(func(client.Queued) { close(queued) }))
 			if err == nil {
 				tr.begin(who)
 			}

@@ -41,11 +41,13 @@ type limitConfig struct {
 	Limit              int     `json:"limit"`
 	SlotDecayPerSecond float64 `json:"slot_decay_per_second"`
 	Active             bool    `json:"active"`
+	// PerKey is set only by a create: no update changes it (planApply).
+	PerKey bool `json:"per_key,omitempty"`
 }
 
 // configOf is the part of info that apply sets.
 func configOf(info *client.LimitInfo) limitConfig {
-	return limitConfig{Limit: info.Limit.Limit, SlotDecayPerSecond: info.SlotDecayPerSecond, Active: info.Active}
+	return limitConfig{Limit: info.Limit.Limit, SlotDecayPerSecond: info.SlotDecayPerSecond, Active: info.Active, PerKey: info.PerKey}
 }
 
 // desiredLimit is one limit of an apply file.
@@ -102,8 +104,9 @@ fail). Running it again changes nothing.
 The file (YAML, or JSON, which is YAML too; "-f -" reads standard input) is a
 list of limits, or a mapping "limits:" with that list, or a single limit. A
 limit has the fields of "slotctl ls --json": name and limit (required),
-slot_decay_per_second (default 0: not a rate limit) and active (default
-true). The other fields of ls --json (active_slots, holders, ...) are
+slot_decay_per_second (default 0: not a rate limit), active (default true)
+and per_key (default false: true makes a per-key limit, as create --per-key).
+The other fields of ls --json (active_slots, holders, keys, ...) are
 ignored, so its output can be applied as it is:
 
   limits:
@@ -114,7 +117,9 @@ ignored, so its output can be applied as it is:
       slot_decay_per_second: 10
 
 Every limit of the file is checked before anything changes: a bad file exits
-65 naming the file, the line and the field.`,
+65 naming the file, the line and the field. No update makes a limit per-key or
+plain: when per_key differs from the broker's, apply changes nothing and exits
+65; delete the limit (slotctl delete NAME) and apply again to create it anew.`,
 		Example: `  slotctl apply -f limits.yaml --dry-run          # print what would change
   slotctl apply -f limits.yaml                    # make the changes
   slotctl apply -f limits.yaml --prune            # and delete the limits that are not in the file
@@ -145,6 +150,9 @@ Every limit of the file is checked before anything changes: a bad file exits
 				return err
 			}
 			rep := planApply(file, want, current, prune)
+			if err := perKeyChanges(display, want, current); err != nil {
+				return err
+			}
 			rep.DryRun, rep.display = dryRun, display
 			if dryRun {
 				if asJSON {
@@ -223,6 +231,9 @@ func (a *app) applyOne(cmd *cobra.Command, cl *client.Client, c applyChange) err
 		if !c.To.Active {
 			opts = append(opts, client.WithInactive())
 		}
+		if c.To.PerKey {
+			opts = append(opts, client.PerKey())
+		}
 		_, err = cl.CreateLimit(ctx, c.Name, c.To.Limit, opts...)
 	case actionUpdate:
 		var u client.LimitUpdate
@@ -294,6 +305,40 @@ func planApply(file string, want []desiredLimit, current []client.LimitInfo, pru
 	return rep
 }
 
+// perKeyChanges refuses a file that makes a limit of the broker per-key or
+// plain: no update changes per_key (a family's keys and a plain limit's
+// leases could not carry over), so that takes a delete and a create, which
+// void the limit's leases and fail its waiters: apply leaves that to the
+// operator, and changes nothing. display shows the file.
+func perKeyChanges(display string, want []desiredLimit, current []client.LimitInfo) error {
+	have := make(map[string]*client.LimitInfo, len(current))
+	for i := range current {
+		have[current[i].Name] = &current[i]
+	}
+	var problems []string
+	for _, w := range want {
+		info := have[w.name]
+		if info == nil || info.PerKey == w.cfg.PerKey {
+			continue
+		}
+		now, file := "plain", "per_key: true"
+		if info.PerKey {
+			now, file = "per-key", "per_key: false"
+		}
+		problems = append(problems, fmt.Sprintf("limit %q is %s on the broker and %s in %s: per_key cannot be changed by an update; "+
+			"delete the limit (slotctl delete %s, which voids its leases and fails its waiters) and apply again to create it anew",
+			w.name, now, file, display, w.name))
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	msg := "apply: " + problems[0]
+	if n := len(problems) - 1; n > 0 {
+		msg += fmt.Sprintf(" (and %s)", plural(n, "more such limit"))
+	}
+	return &msgError{msg: msg + "; nothing was changed", kind: client.ErrInvalidArgument}
+}
+
 // line describes c in one line: what was done, or with dryRun what would be.
 func (c *applyChange) line(dryRun bool) string {
 	verb := map[string]string{actionCreate: "created", actionUpdate: "updated", actionDelete: "deleted"}[c.Action]
@@ -309,6 +354,9 @@ func (c *applyChange) line(dryRun bool) string {
 		}
 		if !c.To.Active {
 			d += ", inactive"
+		}
+		if c.To.PerKey {
+			d += ", per key"
 		}
 		return fmt.Sprintf("%s %s (%s)", verb, name, d)
 	case actionUpdate:
@@ -415,9 +463,10 @@ func applySummary(rep *applyReport) string {
 // knownFields are the fields apply reads; readOnlyFields are the other
 // fields of ls --json, accepted and ignored.
 var (
-	knownFields    = []string{"name", "limit", "slot_decay_per_second", "active"}
+	knownFields    = []string{"name", "limit", "slot_decay_per_second", "active", "per_key"}
 	readOnlyFields = map[string]bool{"created_at": true, "updated_at": true, "active_slots": true, "denied_slots": true,
-		"next_slot_in_ms": true, "holders": true, "waiters": true, "holders_total": true, "waiters_total": true}
+		"next_slot_in_ms": true, "holders": true, "waiters": true, "holders_total": true, "waiters_total": true,
+		"key": true, "keys": true, "keys_total": true}
 )
 
 // maxAliasDepth bounds how many aliases and merges apply follows in a row.
@@ -605,7 +654,9 @@ func (f *limitsFile) limit(index int, item ast.Node) (desiredLimit, *token.Token
 		case "slot_decay_per_second":
 			d.cfg.SlotDecayPerSecond, decayOK = f.decayValue(who, e.value)
 		case "active":
-			d.cfg.Active, _ = f.activeValue(who, e.value)
+			d.cfg.Active, _ = f.boolValue(who, "active", e.value)
+		case "per_key":
+			d.cfg.PerKey, _ = f.boolValue(who, "per_key", e.value)
 		default:
 			if !readOnlyFields[e.key] {
 				f.problem(e.keyNode, "%s: unknown field %q: the fields are %s (the other fields of ls --json are ignored)",
@@ -753,8 +804,8 @@ func plainNumber(n ast.Node) (float64, bool) {
 	return x, err == nil
 }
 
-// activeValue reads whether a limit is enforced: true or false.
-func (f *limitsFile) activeValue(who string, n ast.Node) (bool, bool) {
+// boolValue reads a field that is true or false: active, per_key.
+func (f *limitsFile) boolValue(who, field string, n ast.Node) (bool, bool) {
 	v, ok := f.resolve(n)
 	if !ok {
 		return false, false
@@ -762,7 +813,7 @@ func (f *limitsFile) activeValue(who string, n ast.Node) (bool, bool) {
 	if b, isBool := v.(*ast.BoolNode); isBool {
 		return b.Value, true
 	}
-	f.problem(n, "%s: field active: %s is not true or false", who, describeNode(v))
+	f.problem(n, "%s: field %s: %s is not true or false", who, field, describeNode(v))
 	return false, false
 }
 

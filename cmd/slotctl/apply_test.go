@@ -36,6 +36,9 @@ func applyBroker(t *testing.T, seed map[string]limitConfig) *brokertest.Embedded
 		if !cfg.Active {
 			opts = append(opts, client.WithInactive())
 		}
+		if cfg.PerKey {
+			opts = append(opts, client.PerKey())
+		}
 		if _, err := e.Client.CreateLimit(applyContext(t), name, cfg.Limit, opts...); err != nil {
 			t.Fatalf("create %s: %v", name, err)
 		}
@@ -137,7 +140,7 @@ func TestApplyCreatesTheLimitsTheBrokerLacks(t *testing.T) {
 	if code != exitOK || !reflect.DeepEqual(outputLines(stdout), want) || stderr != "" {
 		t.Fatalf("apply: exit %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
 	}
-	wantCfg := map[string]limitConfig{"db": {3, 0, true}, "api": {100, 10, true}, "batch": {2, 0, false}}
+	wantCfg := map[string]limitConfig{"db": {3, 0, true, false}, "api": {100, 10, true, false}, "batch": {2, 0, false, false}}
 	if got := brokerConfigs(t, e); !reflect.DeepEqual(got, wantCfg) {
 		t.Errorf("broker's limits after apply: %v, want %v", got, wantCfg)
 	}
@@ -147,7 +150,7 @@ func TestApplyCreatesTheLimitsTheBrokerLacks(t *testing.T) {
 // other settings is updated, each changed field shown "old -> new"; a
 // field absent from the file goes back to its default.
 func TestApplyUpdatesOnlyTheFieldsThatDiffer(t *testing.T) {
-	e := applyBroker(t, map[string]limitConfig{"db": {5, 0, true}, "api": {100, 2, false}, "batch": {2, 0, false}})
+	e := applyBroker(t, map[string]limitConfig{"db": {5, 0, true, false}, "api": {100, 2, false, false}, "batch": {2, 0, false, false}})
 	code, stdout, stderr := slotctlOn(e, limitsYAML, "apply", "-f", "-")
 	want := []string{
 		"updated db: limit 5 -> 3",
@@ -157,7 +160,7 @@ func TestApplyUpdatesOnlyTheFieldsThatDiffer(t *testing.T) {
 	if code != exitOK || !reflect.DeepEqual(outputLines(stdout), want) || stderr != "" {
 		t.Fatalf("apply -f -: exit %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
 	}
-	wantCfg := map[string]limitConfig{"db": {3, 0, true}, "api": {100, 10, true}, "batch": {2, 0, false}}
+	wantCfg := map[string]limitConfig{"db": {3, 0, true, false}, "api": {100, 10, true, false}, "batch": {2, 0, false, false}}
 	if got := brokerConfigs(t, e); !reflect.DeepEqual(got, wantCfg) {
 		t.Errorf("broker's limits after apply: %v, want %v", got, wantCfg)
 	}
@@ -175,7 +178,7 @@ func TestApplyUpdatesOnlyTheFieldsThatDiffer(t *testing.T) {
 // missing from the file is kept and the summary says so (-v names it);
 // with --prune it is deleted, its holders and waiters counted.
 func TestApplyDeletesLimitsNotInTheFileOnlyWithPrune(t *testing.T) {
-	e := applyBroker(t, map[string]limitConfig{"db": {3, 0, true}, "old": {1, 0, true}})
+	e := applyBroker(t, map[string]limitConfig{"db": {3, 0, true, false}, "old": {1, 0, true, false}})
 	if _, err := e.Client.Acquire(applyContext(t), "old", 1); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +199,7 @@ func TestApplyDeletesLimitsNotInTheFileOnlyWithPrune(t *testing.T) {
 	if code != exitOK || !reflect.DeepEqual(outputLines(stdout), want) {
 		t.Errorf("apply --prune: exit %d, stdout %q, stderr %q; want %q", code, stdout, stderr, want)
 	}
-	if got := brokerConfigs(t, e); len(got) != 1 || got["db"] != (limitConfig{3, 0, true}) {
+	if got := brokerConfigs(t, e); len(got) != 1 || got["db"] != (limitConfig{3, 0, true, false}) {
 		t.Errorf("broker's limits after apply --prune: %v, want db alone", got)
 	}
 }
@@ -204,7 +207,7 @@ func TestApplyDeletesLimitsNotInTheFileOnlyWithPrune(t *testing.T) {
 // TestApplyDryRunChangesNothing: --dry-run prints what apply would create,
 // update and delete, and the broker is left exactly as it was.
 func TestApplyDryRunChangesNothing(t *testing.T) {
-	e := applyBroker(t, map[string]limitConfig{"db": {5, 0, true}, "old": {1, 0, true}, "batch": {2, 0, false}})
+	e := applyBroker(t, map[string]limitConfig{"db": {5, 0, true, false}, "old": {1, 0, true, false}, "batch": {2, 0, false, false}})
 	before := brokerSnapshot(t, e)
 	path := writeLimitsFile(t, "limits.yaml", limitsYAML)
 	code, stdout, stderr := slotctlOn(e, "", "apply", "-f", path, "--prune", "--dry-run")
@@ -225,7 +228,7 @@ func TestApplyDryRunChangesNothing(t *testing.T) {
 // TestApplyIsIdempotent: a second apply of the same file changes nothing,
 // says "no changes" and exits 0, like the first.
 func TestApplyIsIdempotent(t *testing.T) {
-	e := applyBroker(t, map[string]limitConfig{"old": {1, 0, true}})
+	e := applyBroker(t, map[string]limitConfig{"old": {1, 0, true, false}})
 	path := writeLimitsFile(t, "limits.yaml", limitsYAML)
 	if code, stdout, stderr := slotctlOn(e, "", "apply", "-f", path, "--prune"); code != exitOK {
 		t.Fatalf("first apply: exit %d, stdout %q, stderr %q", code, stdout, stderr)
@@ -245,7 +248,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 // 1e-07), as JSON or converted to YAML, applies to its own broker as no
 // change, and to an empty broker as the same limits.
 func TestApplyRoundTripsLsJSON(t *testing.T) {
-	e := applyBroker(t, map[string]limitConfig{"db": {3, 0, true}, "api": {100, 2.5, true}, "batch": {2, 0, false}, "slow": {1, 1e-7, true}})
+	e := applyBroker(t, map[string]limitConfig{"db": {3, 0, true, false}, "api": {100, 2.5, true, false}, "batch": {2, 0, false, false}, "slow": {1, 1e-7, true, false}})
 	if _, err := e.Client.Acquire(applyContext(t), "db", 2, client.WithHolder("worker 1")); err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +289,7 @@ func TestApplyRoundTripsLsJSON(t *testing.T) {
 // limit and the field, and the broker is left as it was, even when the
 // limits before the problem are good.
 func TestApplyRefusesABadFileNamingLineAndField(t *testing.T) {
-	e := applyBroker(t, map[string]limitConfig{"db": {5, 0, true}})
+	e := applyBroker(t, map[string]limitConfig{"db": {5, 0, true, false}})
 	before := brokerSnapshot(t, e)
 	for _, c := range []struct {
 		what, file string
@@ -373,7 +376,7 @@ func TestApplyCountsEveryProblemOfTheFile(t *testing.T) {
 // list, one limit alone (as inspect --json prints it), JSON, and YAML
 // anchors, aliases and merge keys all give the same limits.
 func TestApplyAcceptsTheFileForms(t *testing.T) {
-	want := []desiredLimit{{"db", limitConfig{3, 0, true}}, {"api", limitConfig{100, 10, false}}}
+	want := []desiredLimit{{"db", limitConfig{3, 0, true, false}}, {"api", limitConfig{100, 10, false, false}}}
 	for what, file := range map[string]string{
 		"a list":              "- name: db\n  limit: 3\n- name: api\n  limit: 100\n  slot_decay_per_second: 10\n  active: false\n",
 		"limits: with a list": "limits:\n  - {name: db, limit: 3}\n  - {name: api, limit: 100, slot_decay_per_second: 10.0, active: false}\n",
@@ -402,7 +405,7 @@ func TestApplyAcceptsTheFileForms(t *testing.T) {
 // before and after, the unchanged limits and those kept though not in the
 // file, with --dry-run as well as without.
 func TestApplyJSONPrintsThePlan(t *testing.T) {
-	e := applyBroker(t, map[string]limitConfig{"db": {5, 0, true}, "batch": {2, 0, false}, "old": {1, 0, true}})
+	e := applyBroker(t, map[string]limitConfig{"db": {5, 0, true, false}, "batch": {2, 0, false, false}, "old": {1, 0, true, false}})
 	for _, dryRun := range []bool{true, false} {
 		args := []string{"apply", "-f", "-", "--json"}
 		if dryRun {
@@ -414,8 +417,8 @@ func TestApplyJSONPrintsThePlan(t *testing.T) {
 			t.Fatalf("apply --json (dry run %t): exit %d, stderr %q, %v in %s", dryRun, code, stderr, err, stdout)
 		}
 		want := applyReport{File: "-", DryRun: dryRun, Changes: []applyChange{
-			{Action: actionUpdate, Name: "db", Fields: []string{"limit"}, From: &limitConfig{5, 0, true}, To: &limitConfig{3, 0, true}},
-			{Action: actionCreate, Name: "api", To: &limitConfig{100, 10, true}},
+			{Action: actionUpdate, Name: "db", Fields: []string{"limit"}, From: &limitConfig{5, 0, true, false}, To: &limitConfig{3, 0, true, false}},
+			{Action: actionCreate, Name: "api", To: &limitConfig{100, 10, true, false}},
 		}, Unchanged: []string{"batch"}, NotInFile: []string{"old"}}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("apply --json (dry run %t):\n%s\nwant %+v", dryRun, stdout, want)
@@ -519,5 +522,61 @@ func TestApplyKnowsEveryFieldOfLsJSON(t *testing.T) {
 		if !slices.Contains(knownFields, tag) && !readOnlyFields[tag] {
 			t.Errorf("field %q of ls --json is neither read by apply nor ignored: a file with it is refused", tag)
 		}
+	}
+}
+
+// TestApplyCreatesPerKeyLimitsAndRefusesToFlipPerKey: per_key: true in a
+// file creates a per-key limit, and ls --json of it (with its live keys)
+// applies as no change; a file that makes an existing limit per-key, or a
+// per-key one plain, is refused before anything changes (no update can do
+// that), naming the limit and the way out: delete it and apply again.
+func TestApplyCreatesPerKeyLimitsAndRefusesToFlipPerKey(t *testing.T) {
+	e := applyBroker(t, map[string]limitConfig{"db": {5, 0, true, false}})
+	path := writeLimitsFile(t, "limits.yaml", "- {name: db, limit: 5}\n- {name: tenant, limit: 2, per_key: true}\n")
+	code, stdout, stderr := slotctlOn(e, "", "apply", "-f", path)
+	if code != exitOK || !strings.Contains(stdout, "created tenant (limit 2, per key)") {
+		t.Fatalf("apply: exit %d, stdout %q, stderr %q; want tenant created per key", code, stdout, stderr)
+	}
+	if got := brokerConfigs(t, e)["tenant"]; got != (limitConfig{2, 0, true, true}) {
+		t.Fatalf("tenant is %+v, want a per-key limit of 2", got)
+	}
+	lease, err := e.Client.Acquire(applyContext(t), "tenant", 1, client.WithKey("acme"))
+	if err != nil {
+		t.Fatalf("acquire a key of the created limit: %v", err)
+	}
+	defer func() { _ = lease.Release(applyContext(t)) }()
+	code, lsJSON, stderr := slotctlOn(e, "", "ls", "--json")
+	if code != exitOK || !strings.Contains(lsJSON, `"per_key": true`) || !strings.Contains(lsJSON, `"keys_total": 1`) {
+		t.Fatalf("ls --json: exit %d, stderr %q, stdout %s; want tenant per key with its live key", code, stderr, lsJSON)
+	}
+	if code, stdout, stderr := slotctlOn(e, lsJSON, "apply", "-f", "-", "--prune"); code != exitOK ||
+		stdout != "no changes: the broker has the 2 limits of <stdin> as given\n" {
+		t.Errorf("apply of ls --json with a per-key limit: exit %d, stdout %q, stderr %q; want no changes", code, stdout, stderr)
+	}
+
+	before := brokerSnapshot(t, e)
+	for _, c := range []struct{ file, say string }{
+		{"- {name: db, limit: 5, per_key: true}\n", `limit "db" is plain on the broker and per_key: true in <stdin>`},
+		{"- {name: tenant, limit: 3}\n- {name: db, limit: 6}\n", `limit "tenant" is per-key on the broker and per_key: false in <stdin>`},
+	} {
+		for _, dry := range []bool{false, true} {
+			args := []string{"apply", "-f", "-"}
+			if dry {
+				args = append(args, "--dry-run")
+			}
+			code, stdout, stderr := slotctlOn(e, c.file, args...)
+			line := oneErrorLine(t, "apply flipping per_key", stderr)
+			if code != exitDataErr || stdout != "" || !strings.Contains(line, c.say) ||
+				!strings.Contains(line, "slotctl delete") || !strings.HasSuffix(line, "nothing was changed") {
+				t.Errorf("apply %q (dry run %t): exit %d, stdout %q, stderr %q; want 65 and %q with the way out", c.file, dry, code, stdout, stderr, c.say)
+			}
+		}
+	}
+	if after := brokerSnapshot(t, e); !reflect.DeepEqual(after, before) {
+		t.Errorf("a refused apply changed the broker's limits: before %v, after %v", before, after)
+	}
+	if code, _, stderr := slotctlOn(e, "- {name: x, limit: 1, per_key: yes}\n", "apply", "-f", "-"); code != exitDataErr ||
+		!strings.Contains(stderr, `field per_key: the string "yes" is not true or false`) {
+		t.Errorf("per_key: yes: exit %d, stderr %q; want 65 naming the field", code, stderr)
 	}
 }

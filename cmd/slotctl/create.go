@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/spf13/cobra"
@@ -14,18 +15,24 @@ func (a *app) createCmd() *cobra.Command {
 		limit   int
 		decay   float64
 		disable bool
+		perKey  bool
 		asJSON  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME --limit N [--slot-decay-per-second F] [--disable]",
+		Use:   "create NAME --limit N [--slot-decay-per-second F] [--disable] [--per-key]",
 		Short: "Create a concurrency limit (or a rate limit, with slot decay)",
 		Long: `create creates a limit of --limit slots, 1 to 1,000,000,000. With
 --slot-decay-per-second it is a rate limit: occupied slots drain at that rate.
+With --per-key it is a per-key limit: every key (run and rate --key KEY) gets
+--limit slots of its own, created on first use and dropped when idle; updating
+the limit applies to every key. Whether a limit is per-key cannot be changed
+later: delete it and create it again.
 The values are checked before the broker is asked (exit 64 when invalid); a
 name that exists already exits 65.`,
 		Example: `  slotctl create db --limit 10                              # at most 10 holders at once
   slotctl create api --limit 5 --slot-decay-per-second 50   # bursts of 5, then 50 a second
-  slotctl create batch --limit 2 --disable                  # not enforced until enabled`,
+  slotctl create batch --limit 2 --disable                  # not enforced until enabled
+  slotctl create tenant --limit 2 --per-key                 # 2 slots for each key: slotctl run tenant --key acme -- ...`,
 		Args: exactName,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkLimitFlag("create", limit); err != nil {
@@ -45,11 +52,18 @@ name that exists already exits 65.`,
 			if disable {
 				opts = append(opts, client.WithInactive())
 			}
+			if perKey {
+				opts = append(opts, client.PerKey())
+			}
 			ctx, cancel := a.requestContext(cmd.Context())
 			defer cancel()
 			info, err := cl.CreateLimit(ctx, args[0], limit, opts...)
 			if err != nil {
 				return flagValueError(err)
+			}
+			if info.PerKey && !asJSON {
+				_, err = fmt.Fprintf(a.stdout, "created %s, per key\n", summary(info))
+				return err
 			}
 			return printLimitResult(a.stdout, "created", info, asJSON)
 		},
@@ -58,6 +72,7 @@ name that exists already exits 65.`,
 	f.IntVar(&limit, "limit", 0, "number of slots, 1 to 1000000000 (required)")
 	f.Float64Var(&decay, "slot-decay-per-second", 0, "make it a rate limit: occupied slots drain at this rate")
 	f.BoolVar(&disable, "disable", false, "create the limit inactive (not enforced until enabled)")
+	f.BoolVar(&perKey, "per-key", false, "make it a per-key limit: each key (run and rate --key) has --limit slots of its own")
 	f.BoolVar(&asJSON, "json", false, "print the created limit as JSON")
 	_ = cmd.MarkFlagRequired("limit")
 	return cmd

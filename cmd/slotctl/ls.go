@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -14,6 +15,10 @@ func (a *app) lsCmd() *cobra.Command {
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List every limit",
+		Long: `ls lists every limit with its configuration and live state. A per-key limit
+is one row: its "keys" column says "per-key" and how many keys are live (use
+'slotctl inspect NAME' for the keys' slots, holders and waiters); the keys'
+holders and waiters are not counted in its row.`,
 		Example: `  slotctl ls
   slotctl ls --json | jq -r '.[] | select(.waiters_total > 0) | .name'   # the limits with waiters`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -45,12 +50,22 @@ func (a *app) lsCmd() *cobra.Command {
 			rows := make([][]string, 0, len(limits))
 			for _, l := range limits {
 				rows = append(rows, []string{displayText(l.Name), yesNo(l.Active), strconv.Itoa(l.Limit.Limit), strconv.Itoa(l.ActiveSlots),
-					formatFloat(l.SlotDecayPerSecond), nextSlot(&l), strconv.Itoa(max(l.HoldersTotal, len(l.Holders))), strconv.Itoa(max(l.WaitersTotal, len(l.Waiters)))})
+					formatFloat(l.SlotDecayPerSecond), nextSlot(&l), strconv.Itoa(max(l.HoldersTotal, len(l.Holders))), strconv.Itoa(max(l.WaitersTotal, len(l.Waiters))),
+					keysCell(&l)})
 			}
 			return printTable(a.stdout, []string{"name", "active", "limit", "active slots", "slot decay per second", "next slot in",
-				"holders", "waiters"}, rows)
+				"holders", "waiters", "keys"}, rows)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the limits as a JSON array")
 	return cmd
+}
+
+// keysCell is ls's "keys" column: "-" for a plain limit, "per-key (N live)"
+// for a per-key limit with N live keys.
+func keysCell(l *client.LimitInfo) string {
+	if !l.PerKey {
+		return "-"
+	}
+	return fmt.Sprintf("per-key (%d live)", max(l.KeysTotal, len(l.Keys)))
 }

@@ -72,6 +72,7 @@ func (a *app) rootCmd() *cobra.Command {
 
 A NATS user whose permissions allow only some subjects needs publish
 permission on the request subjects it uses ("<prefix>.v1.<verb>.<name>",
+"<prefix>.v1.<verb>.<name>.<key>" with --key on a per-key limit,
 "<prefix>.v1.acquire-many.<name>.<name>..." for run or rate on several
 limits) and subscribe permission on its inboxes: give --inbox-prefix when
 that is not "_INBOX.>".

@@ -24,12 +24,15 @@ var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
 
 // runFlags are the flags of run.
 type runFlags struct {
-	occupy  int
-	timeout time.Duration
-	strict  bool
-	try     bool
-	ttl     time.Duration
-	holder  string
+	occupy   int
+	timeout  time.Duration
+	strict   bool
+	try      bool
+	ttl      time.Duration
+	holder   string
+	key      string
+	keyed    bool
+	priority int
 }
 
 func (a *app) runCmd() *cobra.Command {
@@ -54,7 +57,9 @@ makes that an error instead (exit 65); --strict=false overrides the variable.`,
   slotctl run db -- sh -c 'pg_dump app | gzip > app.gz'      # a pipeline: give it to a shell
   slotctl run db,api --occupy 2 --timeout 5m -- make load    # 2 slots on each, all or nothing
   slotctl run db --try -- ./cron-job || echo "busy: $?"      # never wait: 75 when no slot is free
-  SLOTCTL_STRICT=1 slotctl run db -- ./job                   # fail when db is missing or inactive`,
+  SLOTCTL_STRICT=1 slotctl run db -- ./job                   # fail when db is missing or inactive
+  slotctl run tenant --key acme -- ./job                     # a slot of key acme of the per-key limit tenant
+  slotctl run db --priority 9 -- ./urgent                    # served before the waiters of lower priority`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
 			switch {
@@ -80,6 +85,10 @@ makes that an error instead (exit 65); --strict=false overrides the variable.`,
 			if rf.ttl < 0 {
 				return usageError("run: --lease-ttl must not be negative, not %v (0: the broker's default)", rf.ttl)
 			}
+			if err := checkKeyPriority("run", args[0], cmd, rf.key, rf.priority); err != nil {
+				return err
+			}
+			rf.keyed = cmd.Flags().Changed("key")
 			var err error
 			if rf.strict, err = strictMode(cmd, rf.strict); err != nil {
 				return err
@@ -95,6 +104,8 @@ makes that an error instead (exit 65); --strict=false overrides the variable.`,
 	f.BoolVar(&rf.try, "try", false, "never wait: exit 75 at once when the slots are not free")
 	f.DurationVar(&rf.ttl, "lease-ttl", 0, "lease time to live (0: the broker's default); the lease is renewed while the command runs")
 	f.StringVar(&rf.holder, "holder", "", `holder description shown by inspect (default "slotctl run <command> on <host> pid <pid>")`)
+	f.StringVar(&rf.key, "key", "", "the key to hold slots of, in a per-key limit (created with --per-key)")
+	f.IntVar(&rf.priority, "priority", 0, "queue at this priority, 0 (lowest) to 9: higher is served first; waiting raises it")
 	return cmd
 }
 
@@ -151,13 +162,19 @@ func (a *app) run(names, command []string, rf runFlags) error {
 	if rf.ttl > 0 {
 		opts = append(opts, client.WithLeaseTTL(rf.ttl))
 	}
+	if rf.keyed {
+		opts = append(opts, client.WithKey(rf.key))
+	}
+	if rf.priority != 0 {
+		opts = append(opts, client.WithPriority(rf.priority))
+	}
 	var lease *client.Lease
 	if rf.try {
 		lease, err = cl.TryAcquire(ctx, names[0], rf.occupy, opts...)
 	} else {
 		ex := newWaitExplainer()
 		go ex.run(ctx, cl, names[0], rf.occupy, a.timeout, a.stderr)
-		lease, err = cl.Acquire(ctx, names[0], rf.occupy, append(opts, client.WithQueued(ex.onQueued))...)
+		lease, err = cl.Acquire(ctx, names[0], rf.occupy, append(opts, client.WithQueueUpdates(ex.onQueued))...)
 		ex.done()
 	}
 	if err != nil {

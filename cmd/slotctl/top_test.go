@@ -52,7 +52,7 @@ func TestTopOnceShowsTheLimits(t *testing.T) {
 	wctx, cancelWait := context.WithCancel(ctx)
 	defer cancelWait()
 	go func() {
-		l, err := c.Acquire(wctx, "db", 1, client.WithQueued(func(int) { close(queued) }))
+		l, err := c.Acquire(wctx, "db", 1, client.WithQueued(func(client.Queued) { close(queued) }))
 		if err == nil {
 			got <- l
 		}

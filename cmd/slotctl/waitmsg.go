@@ -8,38 +8,51 @@ import (
 	"time"
 
 	"github.com/slotbroker/slotbroker/client"
+	"github.com/slotbroker/slotbroker/messages"
 )
 
 // explainAfter is how long run waits before it says why it waits.
 const explainAfter = time.Second
 
-// waitExplainer tells the user, once, why an acquisition waits: its queue
-// position and the limit's current holders.
+// waitExplainer tells the user why an acquisition waits: its queue
+// position, the broker's estimate of the wait and the limit's current
+// holders, once it has waited explainAfter; then the position and the
+// estimate again at each new answer of the broker (the client sends a
+// waiting acquisition again every 30 s) that changes them.
 type waitExplainer struct {
-	queued   chan int      // the queue position, from client.WithQueued
-	acquired chan struct{} // closed when the wait ends
-	finished chan struct{} // closed when the explainer returns
+	queued   chan client.Queued // the latest answer, from client.WithQueueUpdates
+	acquired chan struct{}      // closed when the wait ends
+	finished chan struct{}      // closed when the explainer returns
 }
 
 func newWaitExplainer() *waitExplainer {
-	return &waitExplainer{queued: make(chan int, 1), acquired: make(chan struct{}), finished: make(chan struct{})}
+	return &waitExplainer{queued: make(chan client.Queued, 1), acquired: make(chan struct{}), finished: make(chan struct{})}
 }
 
-// onQueued is the client.WithQueued callback.
-func (e *waitExplainer) onQueued(position int) {
-	select {
-	case e.queued <- position:
-	default:
+// onQueued is the client.WithQueueUpdates callback: it keeps the latest
+// answer, never blocking the acquisition.
+func (e *waitExplainer) onQueued(q client.Queued) {
+	for {
+		select {
+		case e.queued <- q:
+			return
+		default:
+		}
+		select {
+		case <-e.queued: // replaced by the newer answer
+		default:
+		}
 	}
 }
 
 // run explains the wait on name for occupy slots, if it lasts longer than
-// explainAfter. It returns when the wait ends or after explaining.
+// explainAfter, and again at each answer that changes what it said. It
+// returns when the wait ends.
 func (e *waitExplainer) run(ctx context.Context, cl *client.Client, name string, occupy int, timeout time.Duration, w io.Writer) {
 	defer close(e.finished)
-	var position int
+	var q client.Queued
 	select {
-	case position = <-e.queued:
+	case q = <-e.queued:
 	case <-e.acquired:
 		return
 	case <-ctx.Done():
@@ -47,12 +60,16 @@ func (e *waitExplainer) run(ctx context.Context, cl *client.Client, name string,
 	}
 	t := time.NewTimer(explainAfter)
 	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-e.acquired:
-		return
-	case <-ctx.Done():
-		return
+	for waiting := true; waiting; {
+		select {
+		case <-t.C:
+			waiting = false
+		case q = <-e.queued:
+		case <-e.acquired:
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
 	gctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -65,13 +82,76 @@ func (e *waitExplainer) run(ctx context.Context, cl *client.Client, name string,
 		return
 	default:
 	}
-	fmt.Fprintf(w, "slotctl: waiting for %d slot(s) on %s: position %d in the queue; %s\n", occupy, name, position, holders)
+	said := queuedText(q)
+	fmt.Fprintf(w, "slotctl: waiting for %d slot(s) on %s: %s; %s\n", occupy, displayText(name), said, holders)
+	for {
+		select {
+		case q = <-e.queued:
+			if now := queuedText(q); now != said {
+				said = now
+				fmt.Fprintf(w, "slotctl: still waiting on %s: %s\n", displayText(name), said)
+			}
+		case <-e.acquired:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // done ends the wait and waits for the explainer to return.
 func (e *waitExplainer) done() {
 	close(e.acquired)
 	<-e.finished
+}
+
+// queuedText is where a waiting acquisition stands: "position 3 in the
+// queue, about 12s (from 20 recent holds)" (or "any moment now" for an
+// estimate under 50 ms), "position 1 in the queue, exactly 1.5s (at
+// 14:02:03)", or "position 2 in the queue, no estimate yet".
+func queuedText(q client.Queued) string {
+	s := fmt.Sprintf("position %d in the queue, ", q.Position)
+	switch {
+	case !q.EstimateKnown:
+		return s + "no estimate yet" // no hold of the limit has ended yet
+	case q.Exact:
+		return s + fmt.Sprintf("exactly %s (at %s)", roughDuration(q.Estimate), q.At.Add(q.Estimate).Local().Format("15:04:05"))
+	}
+	about := "about " + roughDuration(q.Estimate)
+	if q.Estimate < 50*time.Millisecond {
+		about = "any moment now" // the holds run longer than they used to
+	}
+	return s + fmt.Sprintf("%s (from %s)", about, strings.Replace(holdsText(q.Samples), " ", " recent ", 1))
+}
+
+// holdsText is "1 hold", "20 holds".
+func holdsText(n int) string {
+	if n == 1 {
+		return "1 hold"
+	}
+	return fmt.Sprintf("%d holds", n)
+}
+
+// roughDuration renders a wait to a tenth of a second under 10 s, to the
+// second above: "1.5s", "12s", "2m3s".
+func roughDuration(d time.Duration) string {
+	if d < 10*time.Second {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+// estimateCell is a waiter's estimate in inspect's table: "~12s (20
+// holds)", "exactly 1.5s", or "-" when the broker has none.
+func estimateCell(e *messages.WaitEstimate) string {
+	if e == nil {
+		return "-"
+	}
+	d := roughDuration(time.Duration(e.Millis) * time.Millisecond)
+	if e.Basis == messages.EstimateRate {
+		return "exactly " + d
+	}
+	return fmt.Sprintf("~%s (%s)", d, holdsText(e.Samples))
 }
 
 // describeHolders lists who holds a limit's slots. Holder texts are quoted

@@ -66,7 +66,7 @@ func startWorkload(t *testing.T) *workload {
 	errc := make(chan error, 1)
 	go func() {
 		l, err := e.Client.Acquire(ctx, "db", 1, client.WithHolder("second-in-line"),
-			client.WithQueued(func(int) { close(queued) }))
+			client.WithQueued(func(client.Queued) { close(queued) }))
 		if err != nil {
 			errc <- err
 			return
