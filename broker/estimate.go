@@ -75,6 +75,10 @@ type waitSim struct {
 	// expected ends of the leases of the waiters granted, in grant order
 	// (and so sorted too, all holds lasting the mean).
 	held, started []slotRelease
+	// hh and sh are the indexes of held's and started's first releases
+	// not yet taken (taking from the front by reslicing would reallocate
+	// at every append, and lose the capacity kept for the next estimate).
+	hh, sh int
 	// exact: no lease involved so far (a rate limit with none held, and
 	// rate waiters only).
 	exact bool
@@ -89,6 +93,24 @@ func newWaitSim(now time.Time, ls *limitState) *waitSim {
 	return &waitSim{ls: ls, now: now, t: now}
 }
 
+// sim is newWaitSim with the state's scratch buffers: give them back with
+// simDone (the state is used under one lock, one simulation at a time).
+func (s *state) sim(now time.Time, ls *limitState) *waitSim {
+	e := newWaitSim(now, ls)
+	e.held, e.started = s.simScratch.held[:0], s.simScratch.started[:0]
+	return e
+}
+
+// simDone keeps a simulation's buffers for the next one.
+func (s *state) simDone(e *waitSim) {
+	s.simScratch.held, s.simScratch.started = e.held[:0], e.started[:0]
+}
+
+// simBuffers are the buffers of the state's wait simulations.
+type simBuffers struct {
+	held, started []slotRelease
+}
+
 func (e *waitSim) init() {
 	ls := e.ls
 	e.ls = nil
@@ -100,7 +122,7 @@ func (e *waitSim) init() {
 		e.done = true
 		return
 	}
-	e.held = make([]slotRelease, 0, len(ls.leases))
+	e.held = e.held[:0]
 	for _, l := range ls.leases {
 		at := l.acquired.Add(e.mean)
 		if at.Before(e.now) {
@@ -115,6 +137,27 @@ func (e *waitSim) init() {
 // there is none (no hold time seen, the waiter beyond maxEstimated, or
 // never granted by what the simulation knows).
 func (e *waitSim) next(w *waiter) *messages.WaitEstimate {
+	start, exact, ok := e.step(w)
+	if !ok {
+		return nil
+	}
+	return e.wrap(start, exact)
+}
+
+// wrap is the estimate of a grant at start, exact as the simulation was
+// before that grant.
+func (e *waitSim) wrap(start time.Time, exact bool) *messages.WaitEstimate {
+	est := &messages.WaitEstimate{Millis: ceilMillis(start.Sub(e.now)), Basis: messages.EstimateRate}
+	if !exact {
+		est.Basis, est.Samples = messages.EstimateHolds, e.samples
+	}
+	return est
+}
+
+// step plays w, the next waiter in service order: when it is granted and
+// whether that is exact; false when the simulation cannot tell (as next's
+// nil).
+func (e *waitSim) step(w *waiter) (start time.Time, exact, ok bool) {
 	if e.ls != nil {
 		e.init()
 	}
@@ -122,27 +165,23 @@ func (e *waitSim) next(w *waiter) *messages.WaitEstimate {
 		e.done = true
 	}
 	if e.done {
-		return nil
+		return time.Time{}, false, false
 	}
-	start, ok := e.grantAt(w.occupy)
-	if !ok {
+	exact = e.exact
+	if start, ok = e.grantAt(w.occupy); !ok {
 		e.done = true
-		return nil
-	}
-	est := &messages.WaitEstimate{Millis: ceilMillis(start.Sub(e.now)), Basis: messages.EstimateRate}
-	if !e.exact {
-		est.Basis, est.Samples = messages.EstimateHolds, e.samples
+		return time.Time{}, false, false
 	}
 	e.t = start
 	if w.rate {
 		e.bucket.add(start, e.decay, w.occupy)
-		return est
+		return start, exact, true
 	}
 	// A lease: those behind it wait for its end, which only hold times tell.
 	e.exact = false
 	e.room -= w.occupy
 	e.started = append(e.started, slotRelease{at: start.Add(e.mean), n: w.occupy})
-	return est
+	return start, exact, true
 }
 
 // grantAt is when occupy slots fit, from the last grant on, freeing the
@@ -168,17 +207,16 @@ func (e *waitSim) grantAt(occupy int) (time.Time, bool) {
 
 // popRelease takes the earliest expected release.
 func (e *waitSim) popRelease() (slotRelease, bool) {
+	held, started := e.held[e.hh:], e.started[e.sh:]
 	switch {
-	case len(e.held) == 0 && len(e.started) == 0:
+	case len(held) == 0 && len(started) == 0:
 		return slotRelease{}, false
-	case len(e.started) == 0 || (len(e.held) > 0 && !e.held[0].at.After(e.started[0].at)):
-		r := e.held[0]
-		e.held = e.held[1:]
-		return r, true
+	case len(started) == 0 || (len(held) > 0 && !held[0].at.After(started[0].at)):
+		e.hh++
+		return held[0], true
 	default:
-		r := e.started[0]
-		e.started = e.started[1:]
-		return r, true
+		e.sh++
+		return started[0], true
 	}
 }
 
@@ -193,19 +231,30 @@ func (s *state) estimate(now time.Time, w *waiter) *messages.WaitEstimate {
 		if ls == nil {
 			return nil
 		}
-		sim := newWaitSim(now, ls)
-		var got *messages.WaitEstimate
-		found := false
+		sim := s.sim(now, ls)
+		defer s.simDone(sim)
+		var start time.Time
+		exact, ok, found := false, false, false
 		ls.queue.inOrder(now, s.aging, func(o *waiter) bool {
-			got, found = sim.next(o), o == w
+			start, exact, ok = sim.step(o)
+			found = o == w
 			return !found && !sim.done
 		})
-		if !found || got == nil {
+		if !found || !ok {
 			return nil
 		}
-		out = longer(out, got)
+		out = longer(out, sim.wrap(start, exact))
 	}
 	return out
+}
+
+// estimateAt is estimate for a waiter at position pos on its first limit:
+// none beyond maxEstimated, without walking the queue to find out.
+func (s *state) estimateAt(now time.Time, w *waiter, pos int) *messages.WaitEstimate {
+	if pos > maxEstimated {
+		return nil
+	}
+	return s.estimate(now, w)
 }
 
 // longer combines the estimates of a waiter's limits.

@@ -13,7 +13,7 @@ const DefaultPriorityAging = 10 * time.Second
 
 // waitQueue is one limit's queued acquisitions: a FIFO lane per priority.
 //
-// The rule (PROTOCOL.md §7.4): a waiter's effective priority is its
+// The rule (PROTOCOL.md §7.5): a waiter's effective priority is its
 // priority plus one per aging interval waited, at most messages.MaxPriority;
 // the queue serves the highest effective priority first and, among equals,
 // the earliest arrival (the global order). Within a lane the waiters are in
@@ -24,7 +24,9 @@ const DefaultPriorityAging = 10 * time.Second
 // that ranks first anywhere heads every queue it is in: an acquisition of
 // several limits cannot deadlock another.
 type waitQueue struct {
-	lanes [messages.MaxPriority + 1]list.List
+	// lanes are allocated by the first push: most limits (a live key of a
+	// per-key limit, say) never queue anybody.
+	lanes *[messages.MaxPriority + 1]list.List
 	n     int
 }
 
@@ -33,13 +35,16 @@ func (q *waitQueue) Len() int { return q.n }
 
 // push appends w to its priority's lane.
 func (q *waitQueue) push(w *waiter) *list.Element {
+	if q.lanes == nil {
+		q.lanes = new([messages.MaxPriority + 1]list.List)
+	}
 	q.n++
 	return q.lanes[w.priority].PushBack(w)
 }
 
 // remove takes w's element e out of the queue.
 func (q *waitQueue) remove(w *waiter, e *list.Element) {
-	if e == nil {
+	if e == nil || q.lanes == nil {
 		return
 	}
 	if q.lanes[w.priority].Remove(e) != nil {
@@ -49,10 +54,7 @@ func (q *waitQueue) remove(w *waiter, e *list.Element) {
 
 // clear empties the queue.
 func (q *waitQueue) clear() {
-	for i := range q.lanes {
-		q.lanes[i].Init()
-	}
-	q.n = 0
+	q.lanes, q.n = nil, 0
 }
 
 // effective is w's effective priority at now.
@@ -101,6 +103,9 @@ func (q *waitQueue) head(now time.Time, aging time.Duration) *waiter {
 // each calls fn on every waiter, in no particular order, until fn returns
 // false. fn must not change the queue.
 func (q *waitQueue) each(fn func(*waiter) bool) {
+	if q.lanes == nil {
+		return
+	}
 	for i := range q.lanes {
 		for e := q.lanes[i].Front(); e != nil; e = e.Next() {
 			if !fn(e.Value.(*waiter)) {
@@ -122,9 +127,17 @@ func (q *waitQueue) all() []*waiter {
 // (a merge of the lanes), until fn returns false. Its cost is the number of
 // waiters visited times the number of lanes.
 func (q *waitQueue) inOrder(now time.Time, aging time.Duration, fn func(*waiter) bool) {
+	// Each lane's cursor with its waiter's effective priority, computed
+	// once per step of that lane.
+	if q.lanes == nil {
+		return
+	}
 	var cur [messages.MaxPriority + 1]*list.Element
+	var eff [messages.MaxPriority + 1]int
 	for i := range q.lanes {
-		cur[i] = q.lanes[i].Front()
+		if cur[i] = q.lanes[i].Front(); cur[i] != nil {
+			eff[i] = effective(cur[i].Value.(*waiter), now, aging)
+		}
 	}
 	for {
 		best := -1
@@ -132,7 +145,7 @@ func (q *waitQueue) inOrder(now time.Time, aging time.Duration, fn func(*waiter)
 			if cur[i] == nil {
 				continue
 			}
-			if best < 0 || before(cur[i].Value.(*waiter), cur[best].Value.(*waiter), now, aging) {
+			if best < 0 || eff[i] > eff[best] || (eff[i] == eff[best] && cur[i].Value.(*waiter).order < cur[best].Value.(*waiter).order) {
 				best = i
 			}
 		}
@@ -140,7 +153,9 @@ func (q *waitQueue) inOrder(now time.Time, aging time.Duration, fn func(*waiter)
 			return
 		}
 		w := cur[best].Value.(*waiter)
-		cur[best] = cur[best].Next()
+		if cur[best] = cur[best].Next(); cur[best] != nil {
+			eff[best] = effective(cur[best].Value.(*waiter), now, aging)
+		}
 		if !fn(w) {
 			return
 		}
@@ -167,13 +182,22 @@ func (q *waitQueue) position(now time.Time, aging time.Duration, w *waiter) int 
 // lower lanes only the fronts that aged up to its priority do. Its cost
 // does not grow with the queue.
 func (q *waitQueue) tailPosition(now time.Time, aging time.Duration, w *waiter) int {
+	if q.lanes == nil {
+		return 0
+	}
 	pos := 0
 	for i := range q.lanes {
 		if i >= w.priority {
 			pos += q.lanes[i].Len()
 			continue
 		}
-		for e := q.lanes[i].Front(); e != nil && effective(e.Value.(*waiter), now, aging) >= w.priority; e = e.Next() {
+		if aging <= 0 {
+			continue
+		}
+		// Lane i's waiters rank before w when they have waited
+		// (w.priority-i) aging steps: a prefix of the lane.
+		by := now.Add(-time.Duration(w.priority-i) * aging)
+		for e := q.lanes[i].Front(); e != nil && !e.Value.(*waiter).since.After(by); e = e.Next() {
 			pos++
 		}
 	}
@@ -185,7 +209,7 @@ func (q *waitQueue) tailPosition(now time.Time, aging time.Duration, w *waiter) 
 // may change then without any release, so a blocked head is looked at
 // again.
 func (q *waitQueue) nextAging(now time.Time, aging time.Duration, head *waiter) time.Time {
-	if aging <= 0 {
+	if aging <= 0 || q.lanes == nil {
 		return time.Time{}
 	}
 	var at time.Time

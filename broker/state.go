@@ -151,6 +151,8 @@ type state struct {
 	inboxes     map[string]*inboxState
 	maxPerInbox int
 	maxWaiters  int
+	// simScratch are the wait estimates' buffers (estimate.go).
+	simScratch simBuffers
 	// liveKeys counts the live keys of per-key limits; maxKeys bounds
 	// them (0: no bound).
 	liveKeys, maxKeys int

@@ -262,7 +262,7 @@ func (s *state) queue(now time.Time, a *acquisition, fx *effects) acquireResult 
 	fx.wake = append(fx.wake, names...)
 	a.reply.WaitID, a.reply.Status = w.id, messages.StatusQueued
 	a.reply.Position = a.enforced[0].queue.tailPosition(now, s.aging, w)
-	a.reply.Estimate = s.estimate(now, w)
+	a.reply.Estimate = s.estimateAt(now, w, a.reply.Position)
 	return acquireResult{reply: a.reply}
 }
 
@@ -284,7 +284,8 @@ func (s *state) retried(now time.Time, names []string, req *messages.AcquireRequ
 		// be in flight, and the answer must not come before it. Writing
 		// the record again puts the answer behind it.
 		fx.put(waiterKey(w.id), w.record())
-		return messages.AcquireReply{Status: messages.StatusQueued, Position: s.position(now, w), Estimate: s.estimate(now, w)}, true
+		pos := s.position(now, w)
+		return messages.AcquireReply{Status: messages.StatusQueued, Position: pos, Estimate: s.estimateAt(now, w, pos)}, true
 	}
 	if l := s.byWait[waitID]; l != nil {
 		if e := sameAcquisition(l.leaseScope(), l.key, names, req); e != nil {

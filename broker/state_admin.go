@@ -249,7 +249,8 @@ func (s *state) infoN(now time.Time, ls *limitState, max int) messages.LimitInfo
 	if len(info.Holders) > max {
 		info.Holders = info.Holders[:max]
 	}
-	pos, est := 1, newWaitSim(now, ls) // estimates on this limit (estimate.go)
+	pos, est := 1, s.sim(now, ls) // estimates on this limit (estimate.go)
+	defer s.simDone(est)
 	ls.queue.inOrder(now, s.aging, func(w *waiter) bool {
 		if pos > max {
 			return false

@@ -619,9 +619,31 @@ func TestPerKeyThroughSlotctl(t *testing.T) {
 	if r := x.slotctl(t, "ls").ok(t); !strings.Contains(r.stdout, "per-key (1 live)") {
 		t.Errorf("ls does not mark tenant per-key with its live key:\n%s", r.stdout)
 	}
+	// A run waiting on acme says who holds acme (not the family, which
+	// holds nothing).
+	waiting := x.command("run", "tenant", "--key", "acme", "--", "true")
+	stderr, err := waiting.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waiting.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := cliLines(stderr)
+	line := cliAwaitLine(t, lines, 30*time.Second, "run --key's waiting message", func(l string) bool { return strings.Contains(l, "waiting for") })
+	if !strings.Contains(line, "tenant key acme") || !strings.Contains(line, "acme-job") {
+		t.Errorf("waiting message %q: want the key and its holder acme-job", line)
+	}
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	run.ok(t)
+	go func() {
+		for range lines {
+		}
+	}()
+	if err := waiting.Wait(); err != nil {
+		t.Fatalf("the waiting run: %v", err)
+	}
 	pkWaitIdle(t, x.c, "tenant")
 }

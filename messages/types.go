@@ -41,7 +41,7 @@ type Waiter struct {
 	Names    []string  `json:"names,omitempty"`
 	Since    time.Time `json:"since"`
 	// Priority is the acquisition's priority (0 to MaxPriority);
-	// EffectivePriority is it raised by its waiting time (PROTOCOL.md §7.4).
+	// EffectivePriority is it raised by its waiting time (PROTOCOL.md §7.5).
 	Priority          int `json:"priority,omitempty"`
 	EffectivePriority int `json:"effective_priority,omitempty"`
 	// Estimate is the broker's estimate of the wait left, when it has one.
@@ -144,7 +144,7 @@ type AcquireRequest struct {
 	Key string `json:"key,omitempty"`
 	// Priority is 0 (the default, lowest) to MaxPriority: a queued
 	// acquisition of higher priority is granted first; its effective
-	// priority rises with its waiting time (PROTOCOL.md §7.4).
+	// priority rises with its waiting time (PROTOCOL.md §7.5).
 	Priority int `json:"priority,omitempty"`
 }
 

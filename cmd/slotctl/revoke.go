@@ -16,9 +16,10 @@ func (a *app) revokeCmd() *cobra.Command {
 		Short: "End a lease someone else holds: its slots are freed at once",
 		Long: `revoke ends the lease LEASE_ID held on LIMIT (the first limit it holds slots
 on; 'slotctl inspect LIMIT' lists the leases): its slots go to the next
-waiter, a revoked event carries --reason, and the holder learns at its next
-renewal that its lease was revoked (slotctl run then sends its command
-SIGTERM, as for a lost lease).
+waiter, a revoked event carries --reason, and the holder is told at once
+(the broker pushes it a notice; one that misses it learns at its next
+renewal): a Go holder's lease ends, and slotctl run sends its command
+SIGTERM, as for a lost lease.
 
 A lease that is not held (already released, expired or revoked) revokes
 nothing: revoke says so and exits 65.

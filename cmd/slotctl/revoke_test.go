@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slotbroker/slotbroker/broker/brokertest"
 	"github.com/slotbroker/slotbroker/client"
 	"github.com/slotbroker/slotbroker/messages"
 )
@@ -60,34 +61,7 @@ func TestRunSignalsItsCommandWhenRevoked(t *testing.T) {
 	if _, err := e.Client.CreateLimit(ctx, "db", 1); err != nil {
 		t.Fatal(err)
 	}
-	acquired, err := e.Conn.SubscribeSync(messages.NewSubjects("").Event("db", messages.EventAcquired))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Conn.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	type result struct {
-		code   int
-		stderr string
-	}
-	ran := make(chan result, 1)
-	go func() {
-		// Streams safe to write from two goroutines: slotctl's own and the
-		// child's output copier (a bytes.Buffer's ReadFrom loses writes
-		// made while it waits; slotctl's real stderr is a file).
-		var stdout, stderr syncBuffer
-		code := execute([]string{"-s", e.URL, "run", "db", "--lease-ttl", "1s", "--", "sleep", "30"}, strings.NewReader(""), &stdout, &stderr)
-		ran <- result{code, stderr.String()}
-	}()
-	m, err := acquired.NextMsg(10 * time.Second)
-	if err != nil {
-		t.Fatalf("run acquired nothing: %v", err)
-	}
-	var ev messages.Event
-	if err := json.Unmarshal(m.Data, &ev); err != nil {
-		t.Fatal(err)
-	}
+	ev, ran := startRun(t, e, "run", "db", "--lease-ttl", "1s", "--", "sleep", "30")
 	if code, _, stderr := at(e, "revoke", "db", ev.LeaseID, "--reason", "maintenance"); code != exitOK {
 		t.Fatalf("revoke: exit %d, stderr %q", code, stderr)
 	}
@@ -99,4 +73,42 @@ func TestRunSignalsItsCommandWhenRevoked(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("run did not end after its lease was revoked")
 	}
+}
+
+// runResult is how a slotctl run in the background ended.
+type runResult struct {
+	code   int
+	stderr string
+}
+
+// startRun runs slotctl with args (a run on db) against e in the
+// background and returns, once its lease is acquired, the acquired event
+// and where its result arrives.
+func startRun(t *testing.T, e *brokertest.Embedded, args ...string) (messages.Event, <-chan runResult) {
+	t.Helper()
+	acquired, err := e.Conn.SubscribeSync(messages.NewSubjects("").Event("db", messages.EventAcquired))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan runResult, 1)
+	go func() {
+		// Streams safe to write from two goroutines: slotctl's own and the
+		// child's output copier (a bytes.Buffer's ReadFrom loses writes
+		// made while it waits; slotctl's real stderr is a file).
+		var stdout, stderr syncBuffer
+		code := execute(append([]string{"-s", e.URL}, args...), strings.NewReader(""), &stdout, &stderr)
+		ran <- runResult{code, stderr.String()}
+	}()
+	m, err := acquired.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("run acquired nothing: %v", err)
+	}
+	var ev messages.Event
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	return ev, ran
 }

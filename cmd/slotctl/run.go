@@ -173,6 +173,7 @@ func (a *app) run(names, command []string, rf runFlags) error {
 		lease, err = cl.TryAcquire(ctx, names[0], rf.occupy, opts...)
 	} else {
 		ex := newWaitExplainer()
+		ex.key, ex.keyed = rf.key, rf.keyed
 		go ex.run(ctx, cl, names[0], rf.occupy, a.timeout, a.stderr)
 		lease, err = cl.Acquire(ctx, names[0], rf.occupy, append(opts, client.WithQueueUpdates(ex.onQueued))...)
 		ex.done()

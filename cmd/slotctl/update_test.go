@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/slotbroker/slotbroker/client"
-	"github.com/slotbroker/slotbroker/messages"
 )
 
 // TestUpdateRefusesLimitZero: update refuses --limit 0 (and other values
@@ -101,27 +100,7 @@ func TestUpdateRevokeSignalsRunCommand(t *testing.T) {
 	if _, err := e.Client.CreateLimit(ctx, "db", 2); err != nil {
 		t.Fatal(err)
 	}
-	acquired, err := e.Conn.SubscribeSync(messages.NewSubjects("").Event("db", messages.EventAcquired))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Conn.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	type result struct {
-		code   int
-		stderr string
-	}
-	ran := make(chan result, 1)
-	go func() {
-		var stdout, stderr syncBuffer // written by slotctl and by the child's output copier
-		code := execute([]string{"-s", e.URL, "run", "db", "--occupy", "2", "--lease-ttl", "1m", "--", "sleep", "30"},
-			strings.NewReader(""), &stdout, &stderr)
-		ran <- result{code, stderr.String()}
-	}()
-	if _, err := acquired.NextMsg(10 * time.Second); err != nil {
-		t.Fatalf("run acquired nothing: %v", err)
-	}
+	_, ran := startRun(t, e, "run", "db", "--occupy", "2", "--lease-ttl", "1m", "--", "sleep", "30")
 	if code, _, stderr := at(e, "update", "db", "--limit", "1", "--revoke", "--by", "ops"); code != exitOK {
 		t.Fatalf("update --revoke: exit %d, stderr %q", code, stderr)
 	}

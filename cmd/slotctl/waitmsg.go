@@ -23,6 +23,9 @@ type waitExplainer struct {
 	queued   chan client.Queued // the latest answer, from client.WithQueueUpdates
 	acquired chan struct{}      // closed when the wait ends
 	finished chan struct{}      // closed when the explainer returns
+	// key and keyed: the wait is for key of a per-key limit (run --key).
+	key   string
+	keyed bool
 }
 
 func newWaitExplainer() *waitExplainer {
@@ -74,7 +77,16 @@ func (e *waitExplainer) run(ctx context.Context, cl *client.Client, name string,
 	gctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	holders := "could not list the holders"
-	if info, err := cl.GetLimit(gctx, name); err == nil {
+	var info *client.LimitInfo
+	var err error
+	if e.keyed {
+		// The holders of the key waited for, not of its family (none).
+		info, err = cl.GetKey(gctx, name, e.key)
+		name += " key " + e.key
+	} else {
+		info, err = cl.GetLimit(gctx, name)
+	}
+	if err == nil {
 		holders = describeHolders(info, time.Now())
 	}
 	select {
