@@ -172,6 +172,12 @@ func (e *waitSim) step(w *waiter) (start time.Time, exact, ok bool) {
 		e.done = true
 		return time.Time{}, false, false
 	}
+	if len(w.names) > 1 {
+		// A waiter of several limits moves when all of them let it:
+		// this limit's arithmetic alone no longer tells when those
+		// behind it move (its own estimate takes its other limits too).
+		e.exact = false
+	}
 	e.t = start
 	if w.rate {
 		e.bucket.add(start, e.decay, w.occupy)

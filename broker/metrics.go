@@ -389,7 +389,8 @@ func (m *metrics) handoffDone(names []string, d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, n := range names {
-		m.counts(n).handoff.observe(handoffBuckets, d.Seconds())
+		family, _, _ := messages.SplitKeyed(n) // a key counts for its family
+		m.counts(family).handoff.observe(handoffBuckets, d.Seconds())
 	}
 }
 

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"container/heap"
 	"sort"
 	"time"
 
@@ -46,6 +47,13 @@ func (s *state) resolve(now time.Time, ref string) (*limitState, *messages.Error
 	}
 	if !fam.cfg.PerKey {
 		return nil, messages.Errorf(messages.CodeInvalidArgument, "limit %q is not per-key: acquire it without a key, or create a per-key limit (slotctl create NAME --limit N --per-key)", name)
+	}
+	if !fam.cfg.Active {
+		// Not enforced: a key limit only for the acquisition to see so,
+		// not kept (nor counted against the live keys).
+		ls := newLimitState(fam.cfg)
+		ls.cfg.Name = ref
+		return ls, nil
 	}
 	if s.maxKeys > 0 && s.liveKeys >= s.maxKeys {
 		return nil, messages.Errorf(messages.CodeTooManyWaiters, "the broker has %d live keys of per-key limits, its maximum: retry when some are idle, or raise --max-live-keys", s.liveKeys)
@@ -163,6 +171,7 @@ func (s *state) removeKeys(now time.Time, fam *limitState, fx *effects) {
 		}
 		s.liveKeys--
 		s.removeLimit(now, ls, fx)
+		fx.wake = append(fx.wake, ls.cfg.Name) // its timer stops
 		if ls.stored {
 			fx.purge(limitKey(ls.cfg.Name))
 		}
@@ -170,22 +179,53 @@ func (s *state) removeKeys(now time.Time, fam *limitState, fx *effects) {
 	fam.keys = nil
 }
 
-// keyInfos lists a family's live keys, sorted, up to max.
+// keyInfos lists a family's first max live keys, sorted. Its cost is one
+// pass over the keys and a sort of max of them: a family of a million
+// live keys is listed without sorting them all under the broker's lock.
 func (s *state) keyInfos(now time.Time, fam *limitState, max int) ([]messages.KeyInfo, int) {
-	keys := make([]string, 0, len(fam.keys))
-	for k := range fam.keys {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	if len(keys) > max {
-		keys = keys[:max]
-	}
+	keys := firstKeys(fam.keys, max)
 	out := make([]messages.KeyInfo, 0, len(keys))
 	for _, k := range keys {
 		ls := fam.keys[k]
 		out = append(out, messages.KeyInfo{Key: k, ActiveSlots: ls.activeSlots(now), HoldersTotal: len(ls.leases), WaitersTotal: ls.queue.Len()})
 	}
 	return out, len(fam.keys)
+}
+
+// firstKeys is the max smallest keys of m, sorted.
+func firstKeys(m map[string]*limitState, max int) []string {
+	if max <= 0 {
+		return nil
+	}
+	// A max-heap of the smallest keys seen: a key is pushed only when it
+	// is below the largest kept, so most keys cost one comparison.
+	h := &keyHeap{}
+	for k := range m {
+		switch {
+		case h.Len() < max:
+			heap.Push(h, k)
+		case k < (*h)[0]:
+			(*h)[0] = k
+			heap.Fix(h, 0)
+		}
+	}
+	keys := []string(*h)
+	sort.Strings(keys)
+	return keys
+}
+
+// keyHeap is a max-heap of strings (container/heap).
+type keyHeap []string
+
+func (h keyHeap) Len() int           { return len(h) }
+func (h keyHeap) Less(i, j int) bool { return h[i] > h[j] }
+func (h keyHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *keyHeap) Push(x any)        { *h = append(*h, x.(string)) }
+func (h *keyHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // restoreKeys attaches the key limits rebuilt at start to their families:

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -179,5 +180,35 @@ func TestTheFirstUseOfAKeyBeyondTheLiveKeyBoundIsRefused(t *testing.T) {
 	}
 	if st.liveKeys != 2 {
 		t.Fatalf("live keys counted %d, want 2", st.liveKeys)
+	}
+}
+
+func TestFamilyInfoListsTheFirstKeysInOrder(t *testing.T) {
+	m := map[string]*limitState{}
+	for _, k := range []string{"m", "c", "x", "a", "q", "b", "z", "d"} {
+		m[k] = nil
+	}
+	if got := fmt.Sprint(firstKeys(m, 3)); got != "[a b c]" {
+		t.Fatalf("first 3 keys %s, want [a b c]", got)
+	}
+	if got := fmt.Sprint(firstKeys(m, 100)); got != "[a b c d m q x z]" {
+		t.Fatalf("all keys %s", got)
+	}
+}
+
+func TestAKeyOfAnInactiveFamilyIsNotEnforcedNorKept(t *testing.T) {
+	st, now := fakeState(t)
+	st.maxKeys = 1
+	if r := st.create(*now, "tenant", &messages.CreateRequest{Limit: 1, PerKey: true, Active: new(bool)}, &effects{}); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	for _, key := range []string{"a", "b"} {
+		r := acquireOK(t, st, *now, "tenant."+key, messages.AcquireRequest{Occupy: 1})
+		if r.reply.Status != messages.StatusGranted || r.lease != nil || len(r.reply.Inactive) != 1 {
+			t.Fatalf("key %s of an inactive family: %+v, want granted unenforced (inactive)", key, r.reply)
+		}
+	}
+	if st.liveKeys != 0 || st.limits["tenant.a"] != nil {
+		t.Fatalf("an inactive family's keys were kept: %d live", st.liveKeys)
 	}
 }

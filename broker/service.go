@@ -140,7 +140,14 @@ func newService(b *Broker) *service {
 	// The verbs on leases and waits take a limit or one key of a per-key
 	// limit: "<verb>.<name>" or "<verb>.<name>.<key>" (PROTOCOL.md §15).
 	perRef := func(verb string, h func(*request, string) func()) func(*request) func() {
-		return func(r *request) func() { return h(r, strings.TrimPrefix(r.Subject(), base+verb+".")) }
+		return func(r *request) func() {
+			ref := strings.TrimPrefix(r.Subject(), base+verb+".")
+			if e := messages.ValidateRef(ref); e != nil {
+				respond(r, messages.Detect(r.Data()), errorReply{e}, e)
+				return nil
+			}
+			return h(r, ref)
+		}
 	}
 	keyed := func(verb string, h func(*request, string) func()) {
 		add(verb, verb+".>", perRef(verb, h))

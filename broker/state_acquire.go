@@ -724,7 +724,8 @@ func (s *state) dropLease(now time.Time, l *lease, kind string, fx *effects) {
 }
 
 // wakeAt is when name's queue must be looked at again without a release:
-// when its head fits, for a head that waits only for decay, or when another
+// now when its head can be granted now, when its head fits, for a head
+// that waits only for decay, or when another
 // lane's front rises in effective priority past a blocked head (it may fit
 // where the head does not); zero when no timer is needed.
 func (s *state) wakeAt(now time.Time, name string) time.Time {
@@ -735,6 +736,12 @@ func (s *state) wakeAt(now time.Time, name string) time.Time {
 	w := ls.queue.head(now, s.aging)
 	if w == nil {
 		return ls.drainedAt(now)
+	}
+	if s.canGrant(now, w) {
+		// A head that fits now (it aged into place, say, while its
+		// limit's timer was pending) is granted by the timer at once:
+		// no release on this limit may come to dispatch it.
+		return now
 	}
 	return earliest(s.decayWake(now, ls, w), ls.queue.nextAging(now, s.aging, w))
 }

@@ -155,6 +155,7 @@ func (s *state) remove(now time.Time, name string, fx *effects) messages.LimitRe
 	s.removeKeys(now, ls, fx)
 	s.removeLimit(now, ls, fx)
 	fx.purge(limitKey(name))
+	fx.wake = append(fx.wake, name) // its timer stops
 	return messages.LimitReply{Limit: &info}
 }
 
@@ -183,6 +184,9 @@ func (s *state) removeLimit(now time.Time, ls *limitState, fx *effects) {
 
 // get returns one limit's info.
 func (s *state) get(now time.Time, name string) messages.LimitReply {
+	if e := messages.ValidateRef(name); e != nil {
+		return messages.LimitReply{Error: e}
+	}
 	ls := s.limits[name]
 	if ls == nil {
 		fam, _, keyed := messages.SplitKeyed(name)

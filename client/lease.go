@@ -50,11 +50,11 @@ func (c *Client) newLease(g *messages.LeaseGrant, waitID, key string, now time.T
 		return nil, ErrClosed
 	}
 	c.leases[l] = struct{}{}
-	early, revoked := c.early.take(g.ID)
+	early, revoked := c.early.take(g.ID, key)
 	c.mu.Unlock()
 	l.wg.Add(1)
 	go l.renewLoop()
-	if revoked && key != "" && sameKey(key, early.Key) {
+	if revoked {
 		l.end(revokedError(early))
 	}
 	return l, nil

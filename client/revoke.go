@@ -82,30 +82,46 @@ func (c *Client) onRevoked(n messages.RevokedNotice) {
 // anybody who may publish to the inbox must not make it grow.
 const maxEarlyNotices = 64
 
-// earlyNotices are the last maxEarlyNotices revocation notices for leases
-// the client did not hold when they arrived.
+// maxEarlyPerLease is how many early notices of one lease id are kept: a
+// forged one (wrong key) must not push the broker's out.
+const maxEarlyPerLease = 4
+
+// earlyNotices are the revocation notices for leases the client did not
+// hold when they arrived, of the last maxEarlyNotices lease ids.
 type earlyNotices struct {
-	byLease map[string]messages.RevokedNotice
+	byLease map[string][]messages.RevokedNotice
 	order   []string
 }
 
 func (e *earlyNotices) add(n messages.RevokedNotice) {
 	if e.byLease == nil {
-		e.byLease = map[string]messages.RevokedNotice{}
+		e.byLease = map[string][]messages.RevokedNotice{}
 	}
-	if _, ok := e.byLease[n.Revoked]; !ok {
+	kept, ok := e.byLease[n.Revoked]
+	if !ok {
 		if len(e.order) >= maxEarlyNotices {
 			delete(e.byLease, e.order[0])
 			e.order = e.order[1:]
 		}
 		e.order = append(e.order, n.Revoked)
 	}
-	e.byLease[n.Revoked] = n
+	if len(kept) < maxEarlyPerLease {
+		e.byLease[n.Revoked] = append(kept, n)
+	}
 }
 
-// take returns and forgets the notice kept for lease id, if any.
-func (e *earlyNotices) take(id string) (messages.RevokedNotice, bool) {
-	n, ok := e.byLease[id]
+// take returns and forgets the notice kept for lease id whose key is key,
+// if any.
+func (e *earlyNotices) take(id, key string) (messages.RevokedNotice, bool) {
+	kept, ok := e.byLease[id]
+	var n messages.RevokedNotice
+	found := false
+	for _, k := range kept {
+		if key != "" && sameKey(key, k.Key) {
+			n, found = k, true
+			break
+		}
+	}
 	if ok {
 		delete(e.byLease, id)
 		for i, o := range e.order {
@@ -115,7 +131,7 @@ func (e *earlyNotices) take(id string) (messages.RevokedNotice, bool) {
 			}
 		}
 	}
-	return n, ok
+	return n, found
 }
 
 // revokedError is a revoked lease's error: ErrLeaseRevoked with the lease,

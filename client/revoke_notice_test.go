@@ -35,6 +35,7 @@ func TestRevokedNoticeArrivingBeforeTheLeaseStillEndsIt(t *testing.T) {
 	}
 	publish(t, test, req.Notify, "", messages.RevokedNotice{Revoked: "early", Key: wrongKey(req.Key), Reason: "forged"})
 	publish(t, test, req.Notify, "", messages.RevokedNotice{Revoked: "early", Key: req.Key, Reason: "maintenance"})
+	publish(t, test, req.Notify, "", messages.RevokedNotice{Revoked: "early", Key: wrongKey(req.Key), Reason: "forged after"})
 	// The client handles its inbox in order: its answer to a grant of no
 	// wait of its own comes after it handled the notices.
 	publish(t, test, req.Notify, "acks.sync", messages.Grant{WaitID: "nobody", Key: req.Key,

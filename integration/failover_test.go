@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"strconv"
 	"syscall"
 	"testing"
@@ -91,8 +92,13 @@ func TestPausedLeaderNeverAnswersFromItsOldView(t *testing.T) {
 	// An update is not retried by the client (not every admin request is
 	// idempotent); one that the paused broker's subscription took times
 	// out: send it again until the new leader answers it.
+	// Each try waits 1 s at most: the queue group hands about half of
+	// them to the paused broker (six tries of the client's request
+	// timeout in the bound all went there once under load).
 	eventually(t, clusterBound, "the new leader raising db to 5", func() bool {
-		_, err := admin.UpdateLimit(ctx, "db", client.LimitUpdate{Limit: client.Ptr(5)})
+		try, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := admin.UpdateLimit(try, "db", client.LimitUpdate{Limit: client.Ptr(5)})
 		return err == nil
 	})
 	// Requests sent now: the paused broker still holds its subscriptions,

@@ -454,3 +454,53 @@ func TestRevokeNoticeReachesATryWithNotifyAndKey(t *testing.T) {
 		t.Errorf("notice %+v (reply %q); want %+v, expecting no answer", n, m.Reply, want)
 	}
 }
+
+// TestSlotctlRevokeAndUpdateRevokeEndGoHoldersAtOnce: through the slotctl
+// binary, revoke and update --revoke end a Go holder's lease at once (its
+// Done closes with ErrLeaseRevoked naming the reason, long before its
+// one-minute lease would renew), and update --revoke --json lists the
+// leases it revoked, the newest.
+func TestSlotctlRevokeAndUpdateRevokeEndGoHoldersAtOnce(t *testing.T) {
+	x := newCLIEnv(t)
+	ctx := ctxT(t, time.Minute)
+	coreLimit(t, x.c, "rv-db", 3)
+	var held []*client.Lease
+	for range 3 {
+		l, err := x.c.Acquire(ctx, "rv-db", 1, client.WithLeaseTTL(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, l)
+	}
+	x.slotctl(t, "revoke", "rv-db", held[0].ID(), "--reason", "stuck").ok(t)
+	select {
+	case <-held[0].Done():
+	case <-ctx.Done():
+		t.Fatal("the revoked lease did not end")
+	}
+	if err := held[0].Err(); !errors.Is(err, client.ErrLeaseRevoked) || !strings.Contains(err.Error(), "stuck") {
+		t.Fatalf("revoked lease's error %v: want ErrLeaseRevoked with the reason", err)
+	}
+	out := x.slotctl(t, "update", "rv-db", "--limit", "1", "--revoke", "--by", "ops", "--json").ok(t).stdout
+	var reply struct {
+		Revoked []string `json:"revoked"`
+	}
+	if err := json.Unmarshal([]byte(out), &reply); err != nil {
+		t.Fatalf("update --json: %v\n%s", err, out)
+	}
+	// Two leases left on a limit lowered to 1: the newest (held[2]) goes.
+	if len(reply.Revoked) != 1 || reply.Revoked[0] != held[2].ID() {
+		t.Fatalf("update --revoke revoked %v, want [%s] (the newest)", reply.Revoked, held[2].ID())
+	}
+	select {
+	case <-held[2].Done():
+	case <-ctx.Done():
+		t.Fatal("the lease revoked by update did not end")
+	}
+	if err := held[2].Err(); !errors.Is(err, client.ErrLeaseRevoked) || !strings.Contains(err.Error(), "limit lowered to 1") {
+		t.Fatalf("lease revoked by update: %v", err)
+	}
+	if err := held[1].Err(); err != nil {
+		t.Fatalf("the older lease was ended too: %v", err)
+	}
+}
