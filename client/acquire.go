@@ -188,7 +188,9 @@ func (c *Client) sendAcquire(ctx context.Context, name string, req *messages.Acq
 	// admission has no lease). A retry of the request (c.call) sends them again.
 	req.WaitID = rand.Text()
 	if !req.Try || !req.Rate {
-		req.Key = rand.Text()
+		if req.Key == "" { // acquire chose it already
+			req.Key = rand.Text()
+		}
 		req.Notify = c.inbox + req.WaitID
 	}
 	if !req.Try {
@@ -365,7 +367,11 @@ func (c *Client) acquire(ctx context.Context, name string, occupy int, try bool,
 		return nil, err
 	}
 	req := &messages.AcquireRequest{Occupy: occupy, TTLMillis: o.ttl.Milliseconds(), Holder: o.holder,
-		Strict: o.strict, Try: try, Priority: o.priority}
+		Strict: o.strict, Try: try, Priority: o.priority, Key: rand.Text()}
+	// A revocation notice of the lease may come before the lease: it is
+	// kept only for a key of an acquisition in flight (onRevoked).
+	c.expectNotices(req.Key)
+	defer c.forgetNotices(req.Key)
 	sent := time.Now()
 	g, reply, err := c.request(ctx, name, req, o)
 	if err != nil {

@@ -41,8 +41,11 @@ type Client struct {
 	leases   map[*Lease]struct{}
 	// early keeps the last revocation notices of leases the client did
 	// not hold yet (revoke.go).
-	early  earlyNotices
-	closed bool
+	early earlyNotices
+	// inflightKeys counts the keys of the acquisitions in flight: only a
+	// notice with one of them is kept early (revoke.go).
+	inflightKeys map[string]int
+	closed       bool
 
 	// flights are the calls in flight by subject, for a permissions
 	// violation to end at once (permission.go).

@@ -193,7 +193,7 @@ func (c *Client) countedTry(key tryKey, ctxs []context.Context, o acquireOptions
 		defer stop()
 	}
 	req := &messages.AcquireRequest{Occupy: key.occupy, Holder: key.holder, Strict: key.strict,
-		Try: true, Rate: true, Probe: !retry}
+		Try: true, Rate: true, Probe: !retry, Priority: key.priority}
 	if len(ctxs) > 1 {
 		req.Count = len(ctxs)
 	}

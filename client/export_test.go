@@ -25,3 +25,15 @@ func HasDispatcher(nc *nats.Conn) bool {
 	defer dispatchersMu.Unlock()
 	return dispatchers[weak.Make(nc)] != nil
 }
+
+// TryCallsWaiting counts the TryRateLimit calls of c that wait behind a
+// request of their key in flight, to go in the next counted request.
+func TryCallsWaiting(c *Client) int {
+	c.tries.mu.Lock()
+	defer c.tries.mu.Unlock()
+	n := 0
+	for _, q := range c.tries.qs {
+		n += len(q.waiting)
+	}
+	return n
+}

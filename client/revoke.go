@@ -65,9 +65,11 @@ func (c *Client) onRevoked(n messages.RevokedNotice) {
 			break
 		}
 	}
-	if held == nil {
+	if held == nil && c.inflightKeys[n.Key] > 0 {
 		// The notice can overtake the lease: it is pushed once the
 		// revocation is stored, maybe before the acquire's reply arrives.
+		// Only one with the key of an acquisition in flight is kept:
+		// forged ones (nobody knows the keys) cannot push it out.
 		c.early.add(n)
 	}
 	c.mu.Unlock()
@@ -75,6 +77,26 @@ func (c *Client) onRevoked(n messages.RevokedNotice) {
 		return
 	}
 	held.end(revokedError(n))
+}
+
+// expectNotices notes key as the key of an acquisition in flight, whose
+// lease's revocation notice may arrive before the lease.
+func (c *Client) expectNotices(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inflightKeys == nil {
+		c.inflightKeys = map[string]int{}
+	}
+	c.inflightKeys[key]++
+}
+
+// forgetNotices ends expectNotices for key.
+func (c *Client) forgetNotices(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inflightKeys[key]--; c.inflightKeys[key] <= 0 {
+		delete(c.inflightKeys, key)
+	}
 }
 
 // maxEarlyNotices is how many notices of leases not held yet a client

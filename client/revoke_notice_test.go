@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -51,6 +52,53 @@ func TestRevokedNoticeArrivingBeforeTheLeaseStillEndsIt(t *testing.T) {
 	case <-r.lease.Done():
 	case <-ctx.Done():
 		t.Fatal("the lease revoked before it reached the client is still held")
+	}
+	if err := r.lease.Err(); !errors.Is(err, client.ErrLeaseRevoked) {
+		t.Fatalf("lease error %v, want ErrLeaseRevoked", err)
+	}
+}
+
+// TestForgedNoticesOfOtherLeasesDoNotPushOutAnEarlyGenuineOne: a genuine
+// notice that overtook its lease is kept until the lease arrives. Somebody
+// who can publish to the client's inbox (§3.2 of PROTOCOL.md) but does not
+// know the acquisition's key must not be able to make the client forget it
+// by publishing notices of made-up leases meanwhile: the revoked lease
+// would then run on until its next renewal, as if no notice had come.
+func TestForgedNoticesOfOtherLeasesDoNotPushOutAnEarlyGenuineOne(t *testing.T) {
+	s := plainServer(t)
+	c := clientOn(t, connect(t, s))
+	test := connect(t, s)
+	reqs := standIn(t, test, "slotbroker.v1.acquire.db")
+	acks := standIn(t, test, "acks.>")
+	ctx := testContext(t)
+	done := make(chan acquireResult, 1)
+	go func() {
+		l, err := c.TryAcquire(ctx, "db", 1)
+		done <- acquireResult{l, err}
+	}()
+	m := next(t, reqs, "acquire request")
+	var req messages.AcquireRequest
+	decode(t, m, &req)
+	publish(t, test, req.Notify, "", messages.RevokedNotice{Revoked: "early", Key: req.Key, Reason: "maintenance"})
+	// The forger knows neither the lease nor the key: it makes up both.
+	for i := range 100 {
+		publish(t, test, req.Notify, "", messages.RevokedNotice{Revoked: fmt.Sprintf("forged-%d", i), Key: wrongKey(req.Key), Reason: "forged"})
+	}
+	publish(t, test, req.Notify, "acks.sync", messages.Grant{WaitID: "nobody", Key: req.Key,
+		Lease: &messages.LeaseGrant{ID: "x", Names: []string{"db"}, Occupy: 1, TTLMillis: 60_000}})
+	next(t, acks, "answer to the sync grant")
+	respond(t, m, messages.AcquireReply{Status: messages.StatusGranted, WaitID: req.WaitID,
+		Lease: &messages.LeaseGrant{ID: "early", Token: 1, Names: []string{"db"}, Occupy: 1, TTLMillis: 60_000, ExpiresAt: time.Now().Add(time.Minute)}})
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	// The lease is ended when TryAcquire hands it over, or never (its
+	// renewal, 20 s away, is answered by the stand-in).
+	select {
+	case <-r.lease.Done():
+	default:
+		t.Fatal("the genuine notice that overtook the lease was pushed out by 100 forged ones: the revoked lease is still held")
 	}
 	if err := r.lease.Err(); !errors.Is(err, client.ErrLeaseRevoked) {
 		t.Fatalf("lease error %v, want ErrLeaseRevoked", err)

@@ -246,7 +246,10 @@ func readyzStarting(t *testing.T, bin string) {
 	}
 	h := daemonFreeAddr(t)
 	p := daemonStart(t, bin, daemonEnv(), "--nats", plain.ClientURL(), "--http", h)
-	waitHTTP(t, p, "http://"+h+"/readyz", 503, "starting")
+	// "starting: waiting for JetStream" comes from the broker, whose
+	// metrics are registered by then ("starting: connecting to NATS",
+	// before it exists, has no role gauge yet).
+	waitHTTP(t, p, "http://"+h+"/readyz", 503, "starting: waiting for JetStream")
 	if code, body := httpGet("http://" + h + "/healthz"); code != 200 {
 		t.Errorf("/healthz while starting = %d %q, want 200", code, body)
 	}

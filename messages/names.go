@@ -69,8 +69,16 @@ func SplitKeyed(ref string) (name, key string, keyed bool) {
 // ValidateKey checks the key of a per-key limit: like a name, 1 to
 // MaxNameLen letters, digits, '-', '_' or '='.
 func ValidateKey(key string) *Error {
-	if e := ValidateName(key); e != nil {
-		return Errorf(CodeInvalidName, "limit key %q is not valid: give 1 to %d letters, digits, '-', '_' or '=' (%s)", key, MaxNameLen, e.Message)
+	if key == "" {
+		return Errorf(CodeInvalidName, "the key is empty: give 1 to %d letters, digits, '-', '_' or '='", MaxNameLen)
+	}
+	if len(key) > MaxNameLen {
+		return Errorf(CodeInvalidName, "key %.20q... is %d bytes long: the maximum is %d", key, len(key), MaxNameLen)
+	}
+	for i, r := range key {
+		if !nameChar(r) {
+			return Errorf(CodeInvalidName, "key %q has %s at byte %d: use only letters, digits, '-', '_' or '='", key, describeRune(r), i)
+		}
 	}
 	return nil
 }

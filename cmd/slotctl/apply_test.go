@@ -580,3 +580,26 @@ func TestApplyCreatesPerKeyLimitsAndRefusesToFlipPerKey(t *testing.T) {
 		t.Errorf("per_key: yes: exit %d, stderr %q; want 65 naming the field", code, stderr)
 	}
 }
+
+// TestPruneOfAPerKeyLimitCountsTheHoldersOfItsKeys: apply --prune says how
+// many holders and waiters a limit it deletes has ("would delete old (it
+// has 1 holder)"), so that --dry-run shows whose leases would be voided.
+// A per-key limit holds nothing itself, but deleting it voids the leases of
+// all its keys and fails their waiters: those must be counted too.
+func TestPruneOfAPerKeyLimitCountsTheHoldersOfItsKeys(t *testing.T) {
+	e := applyBroker(t, map[string]limitConfig{"db": {3, 0, true, false}})
+	ctx := applyContext(t)
+	if _, err := e.Client.CreateLimit(ctx, "tenant", 1, client.PerKey()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Client.Acquire(ctx, "tenant", 1, client.WithKey("acme")); err != nil {
+		t.Fatal(err)
+	}
+	path := writeLimitsFile(t, "limits.yaml", "- name: db\n  limit: 3\n")
+	code, stdout, stderr := slotctlOn(e, "", "apply", "-f", path, "--prune", "--dry-run")
+	lines := outputLines(stdout)
+	if code != exitOK || len(lines) == 0 || !strings.HasPrefix(lines[0], "would delete tenant (") || !strings.Contains(lines[0], "1 holder") {
+		t.Errorf("apply --prune --dry-run with tenant's key acme held: exit %d, stdout %q, stderr %q; want \"would delete tenant (it has 1 holder)\" or the like first",
+			code, stdout, stderr)
+	}
+}

@@ -50,7 +50,9 @@ func usageError(format string, args ...any) error {
 // invalid. Other errors come back as they are.
 func flagValueError(err error) error {
 	var wire *messages.Error
-	if errors.As(err, &wire) && wire.Code == messages.CodeInvalidArgument {
+	// A key given for a plain limit, or none for a per-key one, is the
+	// limit's kind, not a flag's value: a data error, as inspect says.
+	if errors.As(err, &wire) && wire.Code == messages.CodeInvalidArgument && !strings.Contains(wire.Message, "per-key") {
 		return &msgError{msg: err.Error(), kind: errUsage}
 	}
 	return err

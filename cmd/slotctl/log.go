@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+
+	"github.com/slotbroker/slotbroker/messages"
 )
 
 // warnHandler is a slog.Handler that prints the client's warnings as
@@ -78,6 +80,14 @@ func unenforced(names, one, many, fix string) string {
 	how := fix + " it (slotctl " + fix + " " + names + ")"
 	if fix == "create" {
 		how = "create it (slotctl create " + names + " --limit N)"
+	}
+	if family, key, keyed := messages.SplitKeyed(names); keyed && !strings.Contains(names, ",") {
+		// A key of a per-key limit: the commands name the family.
+		subject = "limit " + family + " (key " + key + ")"
+		how = fix + " it (slotctl " + fix + " " + family + ")"
+		if fix == "create" {
+			how = "create it (slotctl create " + family + " --limit N --per-key)"
+		}
 	}
 	if strings.Contains(names, ",") {
 		subject, state, pronoun, them, how = "limits "+names, many, "they are", "them", fix+" them"

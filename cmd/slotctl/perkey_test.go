@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -167,8 +168,8 @@ func TestRunAndRateTakeAKey(t *testing.T) {
 		{[]string{"run", "tenant", "--key", "acme", "--try", "--", "true"}, exitTempFail, "at once"},
 		{[]string{"run", "tenant", "--key", "globex", "--try", "--", "true"}, exitOK, ""},
 		{[]string{"run", "tenant", "--key", "globex", "--priority", "9", "--", "true"}, exitOK, ""},
-		{[]string{"run", "tenant", "--", "true"}, exitUsage, "per-key"},
-		{[]string{"run", "db", "--key", "acme", "--", "true"}, exitUsage, "not per-key"},
+		{[]string{"run", "tenant", "--", "true"}, exitDataErr, "per-key"},
+		{[]string{"run", "db", "--key", "acme", "--", "true"}, exitDataErr, "not per-key"},
 		{[]string{"run", "tenant,db", "--key", "acme", "--", "true"}, exitUsage, "give one limit name"},
 		{[]string{"run", "tenant", "--key", "a.b", "--", "true"}, exitDataErr, "key"},
 		{[]string{"run", "db", "--priority", "10", "--", "true"}, exitUsage, "--priority must be 0"},
@@ -176,7 +177,7 @@ func TestRunAndRateTakeAKey(t *testing.T) {
 		{[]string{"rate", "api", "--key", "acme", "--occupy", "2"}, exitOK, ""},
 		{[]string{"rate", "api", "--key", "acme", "--try"}, exitTempFail, "at once"},
 		{[]string{"rate", "api", "--key", "globex", "--try", "--occupy", "2"}, exitOK, ""},
-		{[]string{"rate", "api", "--try"}, exitUsage, "per-key"},
+		{[]string{"rate", "api", "--try"}, exitDataErr, "per-key"},
 		{[]string{"rate", "api", "--key", "acme", "--priority", "12"}, exitUsage, "--priority must be 0"},
 	} {
 		code, _, stderr := at(e, c.args...)
@@ -212,5 +213,67 @@ func TestRevokeKeyEndsALeaseOfThatKey(t *testing.T) {
 	}
 	if err := lease.Err(); !errors.Is(err, client.ErrLeaseRevoked) {
 		t.Errorf("revoked lease's Err: %v; want ErrLeaseRevoked", err)
+	}
+}
+
+// TestUnenforcedKeyWarningSuggestsACommandThatWorks: run and rate on a key
+// of a family that is missing or inactive go on unlimited and say how to
+// have it enforced. The command they suggest must be one that works: the
+// family is created (per-key) or enabled, not "<name>.<key>", which no
+// verb but acquire, get and revoke takes.
+func TestUnenforcedKeyWarningSuggestsACommandThatWorks(t *testing.T) {
+	e := embeddedBroker(t)
+	ctx := testContext(t)
+	if _, err := e.Client.CreateLimit(ctx, "paused", 1, client.PerKey(), client.WithInactive()); err != nil {
+		t.Fatal(err)
+	}
+	suggested := regexp.MustCompile(`\((slotctl [^)]*)\)`)
+	for _, args := range [][]string{
+		{"run", "tenant", "--key", "acme", "--", "true"},
+		{"rate", "tenant-api", "--key", "acme"},
+		{"run", "paused", "--key", "acme", "--", "true"},
+	} {
+		code, _, stderr := at(e, args...)
+		m := suggested.FindStringSubmatch(stderr)
+		if code != exitOK || m == nil {
+			t.Fatalf("slotctl %s: exit %d, stderr %q; want 0 and a warning suggesting a command", strings.Join(args, " "), code, stderr)
+		}
+		fix := strings.Fields(strings.ReplaceAll(m[1], "--limit N", "--limit 1"))[1:]
+		if code, _, out := at(e, fix...); code != exitOK {
+			t.Errorf("slotctl %s warns %q; the command it suggests, slotctl %s, fails: exit %d, %q",
+				strings.Join(args, " "), strings.TrimSpace(stderr), strings.Join(fix, " "), code, strings.TrimSpace(out))
+			continue
+		}
+		// Done as suggested, the key is enforced (a rate limit also needs
+		// --slot-decay-per-second, which the suggestion leaves out for plain
+		// limits too).
+		if code, _, stderr := at(e, args...); args[0] == "run" && (code != exitOK || stderr != "") {
+			t.Errorf("after slotctl %s, slotctl %s: exit %d, stderr %q; want the key enforced", strings.Join(fix, " "), strings.Join(args, " "), code, stderr)
+		}
+	}
+}
+
+// TestKeyOnAPlainLimitExitsAlikeInEveryVerb: --key on a limit that is not
+// per-key is refused by the limit's state (a per-key limit would take the
+// same key), which exitcode.go makes a data error (65); whatever the verb,
+// the same mistake must give the same exit status.
+func TestKeyOnAPlainLimitExitsAlikeInEveryVerb(t *testing.T) {
+	e := embeddedBroker(t)
+	ctx := testContext(t)
+	if _, err := e.Client.CreateLimit(ctx, "db", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Client.CreateLimit(ctx, "api", 1, client.WithSlotDecay(1)); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"inspect", "db", "--key", "acme"},
+		{"run", "db", "--key", "acme", "--", "true"},
+		{"run", "db", "--key", "acme", "--try", "--", "true"},
+		{"rate", "api", "--key", "acme"},
+	} {
+		if code, _, stderr := at(e, args...); code != exitDataErr || !strings.Contains(stderr, "not per-key") {
+			t.Errorf("slotctl %s: exit %d, stderr %q; want 65 (as inspect) and \"not per-key\"", strings.Join(args, " "), code, stderr)
+		}
 	}
 }

@@ -143,6 +143,9 @@ func eventLine(ev client.Event) string {
 		at = time.Now()
 	}
 	parts := []string{at.Local().Format("2006-01-02T15:04:05.000Z07:00"), displayText(ev.Limit), displayText(ev.Kind)}
+	if ev.Key != "" {
+		parts = append(parts, "key="+displayText(ev.Key))
+	}
 	if ev.LeaseID != "" {
 		parts = append(parts, "lease="+displayText(ev.LeaseID))
 	}
@@ -157,6 +160,12 @@ func eventLine(ev client.Event) string {
 	}
 	if c := ev.Config; c != nil {
 		parts = append(parts, fmt.Sprintf("limit=%d slot_decay_per_second=%s active=%t", c.Limit, formatFloat(c.SlotDecayPerSecond), c.Active))
+	}
+	if ev.Reason != "" {
+		parts = append(parts, fmt.Sprintf("reason=%q", ev.Reason))
+	}
+	if ev.By != "" {
+		parts = append(parts, fmt.Sprintf("by=%q", ev.By))
 	}
 	parts = append(parts, fmt.Sprintf("available=%d", ev.Available))
 	return strings.Join(parts, " ")

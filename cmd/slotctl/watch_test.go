@@ -9,6 +9,9 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/slotbroker/slotbroker/client"
+	"github.com/slotbroker/slotbroker/messages"
 )
 
 // lineWriter sends each write (one warning line) on a channel.
@@ -67,5 +70,48 @@ func TestWatchReportsLostAndRegainedConnection(t *testing.T) {
 	case l := <-lines:
 		t.Fatalf("unexpected line %q", l)
 	default:
+	}
+}
+
+// TestWatchLineNamesTheKeyOfAPerKeyLimit: the events of every key of a
+// per-key limit carry the family as their limit and the key apart
+// (PROTOCOL.md §15). watch's line must name the key: without it, the lines
+// of two keys cannot be told apart, and "available=0" reads as the
+// family's slots when it is one key's.
+func TestWatchLineNamesTheKeyOfAPerKeyLimit(t *testing.T) {
+	e := embeddedBroker(t)
+	ctx := testContext(t)
+	if _, err := e.Client.CreateLimit(ctx, "tenant", 1, client.PerKey()); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(e.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// The events watch gets, subscribed to before the acquisitions.
+	msgs := make(chan *nats.Msg, 16)
+	if _, err := nc.ChanSubscribe(e.Broker.Subjects().Event("tenant", messages.EventAcquired), msgs); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"acme", "globex"} {
+		if _, err := e.Client.Acquire(ctx, "tenant", 1, client.WithKey(key)); err != nil {
+			t.Fatal(err)
+		}
+		var ev client.Event
+		select {
+		case m := <-msgs:
+			if _, err := messages.Decode(m.Data, &ev); err != nil {
+				t.Fatal(err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no acquired event for key %s", key)
+		}
+		if line := eventLine(ev); !strings.Contains(line, key) {
+			t.Errorf("watch's line of an acquisition of key %s (event key %q) does not name the key: %s", key, ev.Key, line)
+		}
 	}
 }
