@@ -21,6 +21,11 @@ import (
 //	slotbroker_limit_slots{limit}                    gauge: configured slots
 //	slotbroker_limit_slots_held{limit}               gauge: slots held by leases
 //	slotbroker_limit_waiters{limit}                  gauge: acquisitions queued
+//	slotbroker_limit_live_keys{limit}                gauge: live keys of a per-key limit (0 for a plain one)
+//
+// A key of a per-key limit counts for its family: its held slots, waiters
+// and counts go to the family's series (no series per key).
+//
 //	slotbroker_limit_grants_total{limit}             leases granted (at once or from the queue) and rate admissions
 //	slotbroker_limit_refusals_total{limit,reason}    acquisitions refused: reason no_slots (a try found no room) or too_many_waiters
 //	slotbroker_limit_expiries_total{limit}           leases that expired
@@ -31,6 +36,7 @@ import (
 // Per broker:
 //
 //	slotbroker_limits                                gauge: limits that exist
+//	slotbroker_live_keys                             gauge: live keys of all per-key limits (bounded by WithMaxLiveKeys)
 //	slotbroker_request_duration_seconds{verb,outcome} histogram: verb request -> reply; outcome "ok" or the error code
 //	slotbroker_journal_append_duration_seconds       histogram: one journal append (group commit), all its parts
 //	slotbroker_journal_append_ops                    histogram: record changes per append
@@ -142,6 +148,7 @@ type metrics struct {
 	snapshotDu prometheus.Histogram
 
 	slots, held, waiters, nLimits, role, lag *prometheus.Desc
+	keys, liveKeys                           *prometheus.Desc
 	grants, refusals, expiries               *prometheus.Desc
 	wait, hold, handoff                      *prometheus.Desc
 }
@@ -162,6 +169,8 @@ func newMetrics(b *Broker, reg prometheus.Registerer, limitCap int) *metrics {
 		held:     prometheus.NewDesc("slotbroker_limit_slots_held", "Slots held by the limit's leases.", lim, nil),
 		waiters:  prometheus.NewDesc("slotbroker_limit_waiters", "Acquisitions queued on the limit.", lim, nil),
 		nLimits:  prometheus.NewDesc("slotbroker_limits", "Limits that exist.", nil, nil),
+		keys:     prometheus.NewDesc("slotbroker_limit_live_keys", "Live keys of the per-key limit (0 for a plain limit).", lim, nil),
+		liveKeys: prometheus.NewDesc("slotbroker_live_keys", "Live keys of all per-key limits, which --max-live-keys bounds.", nil, nil),
 		role:     prometheus.NewDesc("slotbroker_role", "1 for the broker's role now.", []string{"role"}, nil),
 		lag:      prometheus.NewDesc("slotbroker_standby_lag_entries", "Journal entries a standby has yet to read (0 when leading).", nil, nil),
 		grants:   prometheus.NewDesc("slotbroker_limit_grants_total", "Leases granted (at once or from the queue) and rate admissions.", lim, nil),
@@ -193,7 +202,7 @@ func (m *metrics) unregister() {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.slots, m.held, m.waiters, m.nLimits, m.role, m.lag,
+	for _, d := range []*prometheus.Desc{m.slots, m.held, m.waiters, m.nLimits, m.role, m.lag, m.keys, m.liveKeys,
 		m.grants, m.refusals, m.expiries, m.wait, m.hold, m.handoff} {
 		ch <- d
 	}
@@ -205,8 +214,8 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 
 // limitGauges is one limit's gauges as read at a scrape.
 type limitGauges struct {
-	name                 string
-	slots, held, waiters int
+	name                       string
+	slots, held, waiters, keys int
 }
 
 // Collect implements prometheus.Collector: the gauges are read from the
@@ -214,23 +223,20 @@ type limitGauges struct {
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	b := m.b
 	b.mu.Lock()
-	gs := make([]limitGauges, 0, len(b.st.limits))
-	at := map[string]int{}
+	gs := make([]limitGauges, 0, len(b.st.limits)-b.st.liveKeys)
 	for name, ls := range b.st.limits {
-		if !ls.isKey() {
-			at[name] = len(gs)
-			gs = append(gs, limitGauges{name: name, slots: ls.cfg.Limit, held: ls.held, waiters: ls.queue.Len()})
+		if ls.isKey() {
+			continue
 		}
-	}
-	// A per-key limit's gauges sum its keys' held slots and waiters.
-	for name, ls := range b.st.limits {
-		if fam, _, keyed := messages.SplitKeyed(name); keyed {
-			if i, ok := at[fam]; ok {
-				gs[i].held += ls.held
-				gs[i].waiters += ls.queue.Len()
-			}
+		g := limitGauges{name: name, slots: ls.cfg.Limit, held: ls.held, waiters: ls.queue.Len(), keys: len(ls.keys)}
+		// A per-key limit's gauges sum its keys' held slots and waiters.
+		for _, k := range ls.keys {
+			g.held += k.held
+			g.waiters += k.queue.Len()
 		}
+		gs = append(gs, g)
 	}
+	liveKeys := b.st.liveKeys
 	b.mu.Unlock()
 	sort.Slice(gs, func(i, j int) bool { return gs[i].name < gs[j].name })
 	own := gs[:min(len(gs), m.cap)]
@@ -242,13 +248,16 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		other.slots += g.slots
 		other.held += g.held
 		other.waiters += g.waiters
+		other.keys += g.keys
 	}
-	for _, g := range append(own, limitGauges{name: otherLimit, slots: other.slots, held: other.held, waiters: other.waiters}) {
+	for _, g := range append(own, limitGauges{name: otherLimit, slots: other.slots, held: other.held, waiters: other.waiters, keys: other.keys}) {
 		gauge(m.slots, float64(g.slots), g.name)
 		gauge(m.held, float64(g.held), g.name)
 		gauge(m.waiters, float64(g.waiters), g.name)
+		gauge(m.keys, float64(g.keys), g.name)
 	}
 	gauge(m.nLimits, float64(len(gs)))
+	gauge(m.liveKeys, float64(liveKeys))
 	role := b.Role()
 	for _, r := range []string{messages.RoleLeader, messages.RoleStandby, messages.RoleStarting} {
 		v := 0.0

@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -129,4 +130,45 @@ func keys(m map[string]*dto.Metric) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestMetricsAPerKeyLimitCountsItsKeysUnderItsOwnSeries: a per-key limit's
+// keys have no series of their own; their held slots and waiters are the
+// family's, which also has its live keys, and the broker its live keys of
+// all families.
+func TestMetricsAPerKeyLimitCountsItsKeysUnderItsOwnSeries(t *testing.T) {
+	b, reg := metricsBroker(t, 0, 10)
+	now := time.Now()
+	if r := b.st.create(now, "tenant", &messages.CreateRequest{Limit: 2, PerKey: true}, &effects{}); r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	for _, key := range []string{"a", "b", "c"} {
+		if r := b.st.acquire(now, "tenant."+key, &messages.AcquireRequest{Occupy: 2}, messages.JSON, &effects{}); r.lease == nil {
+			t.Fatalf("key %s: %+v", key, r.reply)
+		}
+	}
+	if r := b.st.acquire(now, "tenant.a", &messages.AcquireRequest{Occupy: 1, WaitID: "w", Notify: "_INBOX.x.w"}, messages.JSON, &effects{}); r.reply.Status != messages.StatusQueued {
+		t.Fatalf("waiter on a: %+v", r.reply)
+	}
+	if got := keys(series(t, reg, "slotbroker_limit_slots_held")); fmt.Sprint(got) != "[_other tenant]" {
+		t.Fatalf("held series %v, want the family's (and _other) only", got)
+	}
+	for name, want := range map[string]float64{"slotbroker_limit_slots_held": 6, "slotbroker_limit_waiters": 1, "slotbroker_limit_live_keys": 3} {
+		if v := series(t, reg, name)["tenant"].GetGauge().GetValue(); v != want {
+			t.Errorf("%s{limit=tenant} = %v, want %v", name, v, want)
+		}
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == "slotbroker_live_keys" {
+			if v := f.GetMetric()[0].GetGauge().GetValue(); v != 3 {
+				t.Errorf("slotbroker_live_keys = %v, want 3", v)
+			}
+			return
+		}
+	}
+	t.Error("no slotbroker_live_keys")
 }
