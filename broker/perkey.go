@@ -2,6 +2,7 @@ package broker
 
 import (
 	"container/heap"
+	"fmt"
 	"sort"
 	"time"
 
@@ -23,6 +24,15 @@ import (
 
 // isKey tells whether ls is the limit of one key of a per-key family.
 func (ls *limitState) isKey() bool { return ls.family != nil }
+
+// limitRef is a limit reference as error messages show it: "db", or
+// "tenant" key "acme" for a key of a per-key limit.
+func limitRef(ref string) string {
+	if name, key, keyed := messages.SplitKeyed(ref); keyed {
+		return fmt.Sprintf("%q key %q", name, key)
+	}
+	return fmt.Sprintf("%q", ref)
+}
 
 // resolve finds the limit of a reference for an acquisition: a plain name,
 // or a key of a family (created when missing; dropIdle drops it again if

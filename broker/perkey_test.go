@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -210,5 +211,15 @@ func TestAKeyOfAnInactiveFamilyIsNotEnforcedNorKept(t *testing.T) {
 	}
 	if st.liveKeys != 0 || st.limits["tenant.a"] != nil {
 		t.Fatalf("an inactive family's keys were kept: %d live", st.liveKeys)
+	}
+}
+
+func TestErrorsNameAKeyByItsFamilyAndKey(t *testing.T) {
+	st, now := fakeState(t)
+	mustCreatePerKey(t, st, *now, "tenant", 1, 0)
+	acquireOK(t, st, *now, "tenant.acme", messages.AcquireRequest{Occupy: 1})
+	r := st.acquire(*now, "tenant.acme", &messages.AcquireRequest{Occupy: 1, Try: true}, messages.JSON, &effects{})
+	if r.reply.Error == nil || !strings.Contains(r.reply.Error.Message, `limit "tenant" key "acme" has 0 of 1 slots free`) {
+		t.Fatalf("refusal %+v: want it to name the family and the key", r.reply.Error)
 	}
 }

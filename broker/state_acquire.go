@@ -154,11 +154,11 @@ func (s *state) sortLimits(now time.Time, a *acquisition) *messages.Error {
 		}
 		switch {
 		case ls == nil && a.req.Strict:
-			return messages.Errorf(messages.CodeNotFound, "limit %q does not exist: create it first (strict mode)", n)
+			return messages.Errorf(messages.CodeNotFound, "limit %s does not exist: create it first (strict mode)", limitRef(n))
 		case ls == nil:
 			a.reply.Missing = append(a.reply.Missing, n)
 		case !ls.cfg.Active && a.req.Strict:
-			return messages.Errorf(messages.CodeInactive, "limit %q is inactive: enable it or acquire without strict mode", n)
+			return messages.Errorf(messages.CodeInactive, "limit %s is inactive: enable it or acquire without strict mode", limitRef(n))
 		case !ls.cfg.Active:
 			a.reply.Inactive = append(a.reply.Inactive, n)
 		default:
@@ -167,10 +167,10 @@ func (s *state) sortLimits(now time.Time, a *acquisition) *messages.Error {
 	}
 	for _, ls := range a.enforced {
 		if a.req.Occupy > ls.cfg.Limit {
-			return messages.Errorf(messages.CodeInvalidOccupy, "occupy %d is greater than limit %q's %d slots: it could never be granted", a.req.Occupy, ls.cfg.Name, ls.cfg.Limit)
+			return messages.Errorf(messages.CodeInvalidOccupy, "occupy %d is greater than limit %s's %d slots: it could never be granted", a.req.Occupy, limitRef(ls.cfg.Name), ls.cfg.Limit)
 		}
 		if a.req.Rate && ls.cfg.SlotDecayPerSecond <= 0 {
-			return messages.Errorf(messages.CodeNotRateLimit, "limit %q has no slot decay: only limits with slot_decay_per_second > 0 can be used for rate limiting", ls.cfg.Name)
+			return messages.Errorf(messages.CodeNotRateLimit, "limit %s has no slot decay: only limits with slot_decay_per_second > 0 can be used for rate limiting", limitRef(ls.cfg.Name))
 		}
 	}
 	return nil
@@ -333,8 +333,8 @@ func fitting(now time.Time, limits []*limitState, occupy, count int) int {
 func noSlotsError(now time.Time, enforced []*limitState, occupy int) *messages.Error {
 	for _, ls := range enforced {
 		if ls.queue.Len() > 0 || !ls.hasRoom(now, occupy) {
-			return messages.Errorf(messages.CodeNoSlots, "limit %q has %d of %d slots free and %d waiting; %d requested",
-				ls.cfg.Name, ls.free(now), ls.cfg.Limit, ls.queue.Len(), occupy)
+			return messages.Errorf(messages.CodeNoSlots, "limit %s has %d of %d slots free and %d waiting; %d requested",
+				limitRef(ls.cfg.Name), ls.free(now), ls.cfg.Limit, ls.queue.Len(), occupy)
 		}
 	}
 	return messages.Errorf(messages.CodeNoSlots, "no slots")

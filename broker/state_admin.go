@@ -132,7 +132,7 @@ func (s *state) failTooLarge(now time.Time, ls *limitState, fx *effects) {
 	})
 	for _, w := range tooLarge {
 		s.failWaiter(now, w, messages.Errorf(messages.CodeInvalidOccupy,
-			"limit %q was lowered to %d slots, fewer than the %d requested", ls.cfg.Name, ls.cfg.Limit, w.occupy), fx)
+			"limit %s was lowered to %d slots, fewer than the %d requested", limitRef(ls.cfg.Name), ls.cfg.Limit, w.occupy), fx)
 	}
 }
 
@@ -164,7 +164,7 @@ func (s *state) remove(now time.Time, name string, fx *effects) messages.LimitRe
 func (s *state) removeLimit(now time.Time, ls *limitState, fx *effects) {
 	name := ls.cfg.Name
 	delete(s.limits, name)
-	gone := messages.Errorf(messages.CodeNotFound, "limit %q was deleted while waiting", name)
+	gone := messages.Errorf(messages.CodeNotFound, "limit %s was deleted while waiting", limitRef(name))
 	for _, w := range ls.queue.all() {
 		// The limit is gone from s.limits, so failWaiter leaves this queue alone.
 		s.failWaiter(now, w, gone, fx)
