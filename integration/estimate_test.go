@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/slotbroker/slotbroker/client"
 	"github.com/slotbroker/slotbroker/messages"
 )
@@ -188,17 +186,7 @@ func TestEstimateToldAgainAtEachResend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	br := newBridge(t, strings.TrimPrefix(ev.e.URL, "nats://"))
-	nc, err := nats.Connect("nats://"+br.Addr(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	waiter, err := client.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = waiter.Close() })
+	br, nc, waiter := clientThroughBridge(t, ev)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch := make(chan client.Queued, 8)

@@ -26,17 +26,7 @@ func TestWaiterCutOffWhenItsGrantIsPushedStillGetsIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	br := newBridge(t, strings.TrimPrefix(ev.e.URL, "nats://"))
-	nc, err := nats.Connect("nats://"+br.Addr(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	waiter, err := client.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = waiter.Close() })
+	br, nc, waiter := clientThroughBridge(t, ev)
 	queued := make(chan struct{})
 	got := make(chan error, 1)
 	go func() {
@@ -66,4 +56,23 @@ func TestWaiterCutOffWhenItsGrantIsPushedStillGetsIt(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the waiter cut off when its grant was pushed never got a lease after it reconnected")
 	}
+}
+
+// clientThroughBridge is a client whose connection to ev's server goes
+// through a bridge of its own, which a test cuts and restores; it
+// reconnects at once, for ever.
+func clientThroughBridge(t *testing.T, ev *env) (*bridge, *nats.Conn, *client.Client) {
+	t.Helper()
+	br := newBridge(t, strings.TrimPrefix(ev.e.URL, "nats://"))
+	nc, err := nats.Connect("nats://"+br.Addr(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	c, err := client.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return br, nc, c
 }
