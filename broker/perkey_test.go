@@ -160,6 +160,9 @@ func TestFamilyInfoListsLiveKeys(t *testing.T) {
 	if info.KeysTotal != 2 || len(info.Keys) != 2 || info.Keys[0].Key != "a" || info.Keys[1].ActiveSlots != 2 {
 		t.Fatalf("keys %+v total %d", info.Keys, info.KeysTotal)
 	}
+	if info.ActiveSlots != 3 || info.HoldersTotal != 2 || len(info.Holders) != 0 {
+		t.Fatalf("family totals: active %d holders %d (listed %d); want its keys' 3 and 2, none listed", info.ActiveSlots, info.HoldersTotal, len(info.Holders))
+	}
 	if infos := st.listAfter(*now, "", 10); len(infos) != 1 {
 		t.Fatalf("list shows %d limits, want the family only", len(infos))
 	}

@@ -244,6 +244,12 @@ func (s *state) infoN(now time.Time, ls *limitState, max int) messages.LimitInfo
 	}
 	if ls.cfg.PerKey && !ls.isKey() {
 		info.Keys, info.KeysTotal = s.keyInfos(now, ls, max)
+		// A family holds nothing itself: its totals are its keys'.
+		for _, k := range ls.keys {
+			info.ActiveSlots += k.activeSlots(now)
+			info.HoldersTotal += len(k.leases)
+			info.WaitersTotal += k.queue.Len()
+		}
 	}
 	for _, l := range ls.leases {
 		info.Holders = append(info.Holders, messages.Holder{LeaseID: l.id, Occupy: l.occupy, Holder: l.holder, Token: l.token,

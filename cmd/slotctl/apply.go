@@ -299,13 +299,9 @@ func planApply(file string, want []desiredLimit, current []client.LimitInfo, pru
 			continue
 		}
 		from := configOf(info)
-		holders, waiters := max(info.HoldersTotal, len(info.Holders)), max(info.WaitersTotal, len(info.Waiters))
-		for _, k := range info.Keys { // a per-key limit's keys go with it
-			holders += k.HoldersTotal
-			waiters += k.WaitersTotal
-		}
+		// A per-key limit's totals are its keys', which go with it.
 		rep.Changes = append(rep.Changes, applyChange{Action: actionDelete, Name: info.Name, From: &from,
-			holders: holders, waiters: waiters})
+			holders: max(info.HoldersTotal, len(info.Holders)), waiters: max(info.WaitersTotal, len(info.Waiters))})
 	}
 	return rep
 }

@@ -73,7 +73,11 @@ func printInspect(w io.Writer, info *client.LimitInfo, now time.Time) error {
 		decay += " (not a rate limit)"
 	}
 	row("Slot decay per second", decay)
-	row("Active slots", strconv.Itoa(info.ActiveSlots))
+	if info.PerKey && info.Key == "" {
+		row("Active slots", strconv.Itoa(info.ActiveSlots)+" (all keys)")
+	} else {
+		row("Active slots", strconv.Itoa(info.ActiveSlots))
+	}
 	row("Denied slots", strconv.FormatInt(info.DeniedSlots, 10))
 	if info.SlotDecayPerSecond > 0 {
 		row("Next slot in", nextSlot(info))

@@ -16,9 +16,9 @@ func (a *app) lsCmd() *cobra.Command {
 		Aliases: []string{"list"},
 		Short:   "List every limit",
 		Long: `ls lists every limit with its configuration and live state. A per-key limit
-is one row: its "keys" column says "per-key" and how many keys are live (use
-'slotctl inspect NAME' for the keys' slots, holders and waiters); the keys'
-holders and waiters are not counted in its row.`,
+is one row: its "keys" column says "per-key" and how many keys are live, and
+its active slots, holders and waiters are its keys' added up (its limit is
+each key's; 'slotctl inspect NAME' shows each key).`,
 		Example: `  slotctl ls
   slotctl ls --json | jq -r '.[] | select(.waiters_total > 0) | .name'   # the limits with waiters`,
 		Args: func(cmd *cobra.Command, args []string) error {
