@@ -25,11 +25,11 @@ func (c *Client) Watch(ctx context.Context, name string, fn func(Event)) error {
 	ch := make(chan *nats.Msg, 1024)
 	sub, err := c.nc.ChanSubscribe(c.subj.Events(name), ch)
 	if err != nil {
-		return fmt.Errorf("%w: subscribe to events: %v", ErrUnavailable, err)
+		return c.watchFailed("subscribe to events", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := c.nc.Flush(); err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return c.watchFailed("flush the events subscription", err)
 	}
 	for {
 		select {
@@ -44,4 +44,13 @@ func (c *Client) Watch(ctx context.Context, name string, fn func(Event)) error {
 			}
 		}
 	}
+}
+
+// watchFailed is Watch's error when what failed with err: ErrClosed when the
+// connection is closed (the client cannot watch again), else ErrUnavailable.
+func (c *Client) watchFailed(what string, err error) error {
+	if c.nc.IsClosed() {
+		return fmt.Errorf("%w: the NATS connection was closed: %s: %v", ErrClosed, what, err)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
 }
