@@ -2,6 +2,8 @@ package broker
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -124,12 +126,9 @@ func TestMetricsUnregisteredAtStopSoTheNextBrokerRegisters(t *testing.T) {
 	}
 }
 
+// keys are m's keys, sorted.
 func keys(m map[string]*dto.Metric) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
+	return slices.Sorted(maps.Keys(m))
 }
 
 // TestMetricsAPerKeyLimitCountsItsKeysUnderItsOwnSeries: a per-key limit's
