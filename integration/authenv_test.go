@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -111,24 +110,7 @@ func newAuthEnv(t *testing.T, maxPayload int, extra ...string) *authEnv {
 	x := &authEnv{t: t, bin: filepath.Join(dir, "slotbroker"), ctl: filepath.Join(dir, "slotctl")}
 	authBuild(t, dir)
 
-	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte(authServerConfig(filepath.Join(dir, "jetstream"), maxPayload)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(conf)
-	if err != nil {
-		t.Fatalf("nats-server config:\n%s\n%v", authServerConfig(filepath.Join(dir, "jetstream"), maxPayload), err)
-	}
-	opts.Host, opts.Port, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, true, true
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
+	srv := natsFromConfig(t, authServerConfig(filepath.Join(dir, "jetstream"), maxPayload))
 	x.url = srv.ClientURL()
 
 	x.daemonArgs = extra

@@ -432,15 +432,7 @@ func daemonExternalNATS(t *testing.T, bin string) {
 
 	// A server without JetStream (yet: a cluster still electing its meta
 	// leader) is waited for, saying so; SIGTERM ends the wait cleanly.
-	plain, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain.Start()
-	t.Cleanup(func() { plain.Shutdown(); plain.WaitForShutdown() })
-	if !plain.ReadyForConnections(10 * time.Second) {
-		t.Fatal("plain nats-server did not start")
-	}
+	plain := plainNATS(t)
 	p = daemonStart(t, bin, daemonEnv(), "--nats", plain.ClientURL())
 	eventually(t, daemonBound, "the daemon saying it waits for JetStream", func() bool {
 		return strings.Contains(p.stderr.String(), "waiting for JetStream") || p.exited()
@@ -451,4 +443,43 @@ func daemonExternalNATS(t *testing.T, bin string) {
 	if code := p.signal(syscall.SIGTERM); code != 0 {
 		t.Fatalf("SIGTERM while waiting for JetStream: status %d, want 0:\n%s", code, p.stderr)
 	}
+}
+
+// plainNATS is a NATS server without JetStream (as a cluster is while it
+// elects its meta leader), stopped at the end of the test.
+func plainNATS(t *testing.T) *server.Server {
+	t.Helper()
+	return startNATS(t, &server.Options{})
+}
+
+// natsFromConfig is a NATS server configured by the nats-server
+// configuration text conf, stopped at the end of the test.
+func natsFromConfig(t *testing.T, conf string) *server.Server {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(file)
+	if err != nil {
+		t.Fatalf("nats-server config:\n%s\n%v", conf, err)
+	}
+	return startNATS(t, opts)
+}
+
+// startNATS starts a NATS server with opts on a free port of 127.0.0.1,
+// without signal handlers or logs, and stops it at the end of the test.
+func startNATS(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.Host, opts.Port, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, true, true
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	return s
 }

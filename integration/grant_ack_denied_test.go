@@ -2,13 +2,10 @@ package integration
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/slotbroker/slotbroker/client"
 )
@@ -40,24 +37,7 @@ func TestDeniedGrantAckIsNotALease(t *testing.T) {
 	cfg := authServerConfig(filepath.Join(dir, "jetstream"), 0)
 	i := strings.LastIndex(cfg, "  ]\n}")
 	cfg = cfg[:i] + noRespEntry + cfg[i:]
-	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(conf)
-	if err != nil {
-		t.Fatalf("nats-server config:\n%s\n%v", cfg, err)
-	}
-	opts.Host, opts.Port, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, true, true
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
+	srv := natsFromConfig(t, cfg)
 	x.url = srv.ClientURL()
 	x.daemonArgs = []string{"--grant-timeout", "200ms"}
 	x.startDaemon(t)

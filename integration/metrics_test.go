@@ -235,15 +235,7 @@ func readyzFailover(t *testing.T, bin string) {
 }
 
 func readyzStarting(t *testing.T, bin string) {
-	plain, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain.Start()
-	t.Cleanup(func() { plain.Shutdown(); plain.WaitForShutdown() })
-	if !plain.ReadyForConnections(10 * time.Second) {
-		t.Fatal("plain nats-server did not start")
-	}
+	plain := plainNATS(t)
 	h := daemonFreeAddr(t)
 	p := daemonStart(t, bin, daemonEnv(), "--nats", plain.ClientURL(), "--http", h)
 	// "starting: waiting for JetStream" comes from the broker, whose

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -441,24 +440,7 @@ authorization {
 // nothing else; a user confined to one key acquires that key only.
 func TestConfinedToAPerKeyFamilyOrOneKey(t *testing.T) {
 	dir := t.TempDir()
-	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte(strings.Replace(pkAuthConfig, "<dir>", filepath.Join(dir, "js"), 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(conf)
-	if err != nil {
-		t.Fatalf("server config: %v", err)
-	}
-	opts.Host, opts.Port, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, true, true
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
+	srv := natsFromConfig(t, strings.Replace(pkAuthConfig, "<dir>", filepath.Join(dir, "js"), 1))
 	connect := func(user, inbox string) *nats.Conn {
 		t.Helper()
 		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, user+"-pw"), nats.CustomInboxPrefix(inbox))
