@@ -39,7 +39,7 @@ func limitRef(ref string) string {
 // the acquisition leaves it idle). It returns nil when the limit, or the
 // key's family, does not exist; an error when a key names a limit that is
 // not a family, or a family is named without a key.
-func (s *state) resolve(now time.Time, ref string) (*limitState, *messages.Error) {
+func (s *state) resolve(ref string) (*limitState, *messages.Error) {
 	name, key, keyed := messages.SplitKeyed(ref)
 	if !keyed {
 		ls := s.limits[ref]
@@ -68,11 +68,11 @@ func (s *state) resolve(now time.Time, ref string) (*limitState, *messages.Error
 	if s.maxKeys > 0 && s.liveKeys >= s.maxKeys {
 		return nil, messages.Errorf(messages.CodeTooManyWaiters, "the broker has %d live keys of per-key limits, its maximum: retry when some are idle, or raise --max-live-keys", s.liveKeys)
 	}
-	return s.addKey(now, fam, key), nil
+	return s.addKey(fam, key), nil
 }
 
 // addKey creates key's limit in family fam.
-func (s *state) addKey(now time.Time, fam *limitState, key string) *limitState {
+func (s *state) addKey(fam *limitState, key string) *limitState {
 	cfg := fam.cfg
 	cfg.Name = messages.KeyedName(fam.cfg.Name, key)
 	ls := newLimitState(cfg)
@@ -241,36 +241,32 @@ func (h *keyHeap) Pop() any {
 // restoreKeys attaches the key limits rebuilt at start to their families:
 // a key whose family is gone or no longer per-key is dropped, and so is
 // one left idle (a decay record that outlived its purge).
-func (s *state) restoreKeys(now time.Time, fx *effects) {
-	for name, ls := range s.limits {
-		fam, key, keyed := messages.SplitKeyed(name)
-		if !keyed {
-			continue
+func (s *state) restoreKeys(fx *effects) {
+	var refs []string
+	for name := range s.limits {
+		if _, _, keyed := messages.SplitKeyed(name); keyed {
+			refs = append(refs, name)
 		}
+	}
+	for _, ref := range refs {
+		loaded := s.limits[ref]
+		delete(s.limits, ref)
+		fam, key, _ := messages.SplitKeyed(ref)
 		f := s.limits[fam]
 		if f == nil || !f.cfg.PerKey {
-			delete(s.limits, name)
-			fx.purge(limitKey(name))
+			fx.purge(limitKey(ref))
 			continue
 		}
-		tat := ls.bucket.tat
-		ls.cfg = f.cfg
-		ls.cfg.Name = name
-		ls.family = f
-		ls.stored = true
-		ls.bucket.tat = tat
-		if f.keys == nil {
-			f.keys = map[string]*limitState{}
-		}
-		f.keys[key] = ls
-		s.liveKeys++
+		// The record gives the decay state only: the config is the family's.
+		k := s.addKey(f, key)
+		k.bucket.tat, k.stored = loaded.bucket.tat, true
 	}
 }
 
 // ensureKey makes sure the limit of reference ref exists at start when it
 // is a key of an existing family (its leases and waiters are stored, its
 // limit is not); it reports whether the reference names a limit.
-func (s *state) ensureKey(now time.Time, ref string) bool {
+func (s *state) ensureKey(ref string) bool {
 	if s.limits[ref] != nil {
 		return true
 	}
@@ -282,6 +278,6 @@ func (s *state) ensureKey(now time.Time, ref string) bool {
 	if fam == nil || !fam.cfg.PerKey {
 		return false
 	}
-	s.addKey(now, fam, key)
+	s.addKey(fam, key)
 	return true
 }

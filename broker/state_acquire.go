@@ -51,7 +51,7 @@ func (s *state) acquireFrom(now time.Time, primary string, req *messages.Acquire
 	if r, ok := s.knownWait(now, a, fx); ok {
 		return r
 	}
-	e := s.sortLimits(now, a)
+	e := s.sortLimits(a)
 	// A key's limit created for this acquisition goes again if it is left idle.
 	defer s.dropIdle(now, fx, a.keys...)
 	if e != nil {
@@ -143,9 +143,9 @@ func (s *state) knownWait(now time.Time, a *acquisition, fx *effects) (acquireRe
 // sortLimits sorts the named limits into missing, inactive (both refused
 // in strict mode) and enforced, and checks the request against the
 // enforced ones.
-func (s *state) sortLimits(now time.Time, a *acquisition) *messages.Error {
+func (s *state) sortLimits(a *acquisition) *messages.Error {
 	for _, n := range a.names {
-		ls, e := s.resolve(now, n)
+		ls, e := s.resolve(n)
 		if e != nil {
 			return e
 		}

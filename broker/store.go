@@ -277,7 +277,7 @@ func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time,
 		ls.bucket.tat = r.TAT
 		st.limits[r.Name] = ls
 	}
-	st.restoreKeys(now, fx)
+	st.restoreKeys(fx)
 	pendingWaits := map[string]bool{}
 	for _, w := range waiters {
 		pendingWaits[w.ID] = true
@@ -293,7 +293,7 @@ func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time,
 			fx.purge(leaseKey(l.id))
 			continue
 		}
-		l.names = existing(st, now, l.names)
+		l.names = existing(st, l.names)
 		if rearm && !(l.waitID != "" && pendingWaits[l.waitID]) && l.expires.Before(now.Add(l.ttl)) {
 			l.expires = now.Add(l.ttl)
 		}
@@ -318,7 +318,7 @@ func restoreState(st *state, rec loadedRecords, lastToken uint64, now time.Time,
 		}
 		wt := rw.waiter()
 		wt.recovered = true
-		wt.names = existing(st, now, wt.names)
+		wt.names = existing(st, wt.names)
 		if len(wt.names) == 0 {
 			fx.fails = append(fx.fails, failedWait{w: wt, err: messages.Errorf(messages.CodeNotFound, "the limits waited for no longer exist")})
 			fx.purge(waiterKey(wt.id))
@@ -416,10 +416,10 @@ func checkNotifyRecord(notify, prefix string, optional bool) error {
 
 // existing keeps the names that are limits in st (a key of a per-key
 // limit is created for its leases and waiters).
-func existing(st *state, now time.Time, names []string) []string {
+func existing(st *state, names []string) []string {
 	out := names[:0:0]
 	for _, n := range names {
-		if st.ensureKey(now, n) {
+		if st.ensureKey(n) {
 			out = append(out, n)
 		}
 	}
