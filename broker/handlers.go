@@ -143,10 +143,7 @@ func (b *Broker) handleAcquire(req *request, name string) func() {
 	if !ok {
 		return nil
 	}
-	if e := messages.ValidateRef(name); e != nil {
-		respond(req, enc, messages.AcquireReply{Error: e}, e)
-		return nil
-	}
+	// name was checked with the subject (service.go, perRef).
 	for _, n := range r.Names {
 		if e := messages.ValidateRef(n); e != nil {
 			respond(req, enc, messages.AcquireReply{Error: e}, e)
